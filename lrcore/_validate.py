@@ -1,0 +1,159 @@
+"""Input checks shared by both backends: the one place lrcore's error messages live.
+
+The numpy backend runs these before every update. The compiled backend runs equivalent
+boolean checks in C (src/_kernels.pyx) and, when one fails, calls check_step() here to raise,
+so a user sees the same TypeError / ValueError whichever backend is active.
+"""
+import math
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_lists(params, grads):
+    """Normalize `params` and `grads` to lists, checking they have the same structure.
+
+    One ndarray pairs with one ndarray; a list/tuple with a list/tuple of the same length.
+    """
+    if isinstance(params, np.ndarray):
+        if not isinstance(grads, np.ndarray):
+            raise TypeError(f"grads must be a numpy.ndarray like params, got {_kind(grads)}")
+        return [params], [grads]
+    if not isinstance(params, (list, tuple)):
+        raise TypeError(
+            f"params must be a numpy.ndarray or a list/tuple of them, got {_kind(params)}")
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"grads must be a list/tuple like params, got {_kind(grads)}")
+    if not params:
+        raise ValueError("params must hold at least one array, got an empty sequence")
+    if len(grads) != len(params):
+        raise ValueError(
+            f"grads must hold one array per param: expected {len(params)}, got {len(grads)}")
+    return list(params), list(grads)
+
+
+def check_step(params, grads, signature, buffers):
+    """Raise TypeError / ValueError for anything a step cannot take; return None if all is well.
+
+    params, grads: lists (see as_lists). signature: what the state's first step recorded
+    (see signature_of()), or None before it. buffers: the state's {name: [array per param]}.
+    """
+    for i, (p, g) in enumerate(zip(params, grads)):
+        _check_array(p, f"params[{i}]", writeable=True)
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {_kind(g)}")
+        if g.dtype != p.dtype:
+            raise TypeError(f"grads[{i}] must have dtype {p.dtype} to match params[{i}], "
+                            f"got {g.dtype}")
+        if g.shape != p.shape:
+            raise ValueError(f"grads[{i}] must have the shape of params[{i}], {p.shape}, "
+                             f"got {g.shape}")
+        _check_array(g, f"grads[{i}]", writeable=False)
+    if signature is not None:
+        bound = describe(signature)
+        if len(bound) != len(params):
+            raise ValueError(
+                f"params must hold {len(bound)} arrays, as at this state's first step, "
+                f"got {len(params)}")
+        for i, (p, (dtype, shape)) in enumerate(zip(params, bound)):
+            if p.dtype != dtype or p.shape != shape:
+                raise ValueError(
+                    f"params[{i}] must have shape {shape} and dtype {dtype}, as at this "
+                    f"state's first step, got shape {p.shape} and dtype {p.dtype}")
+    for name, arrays in buffers.items():
+        for i, (p, b) in enumerate(zip(params, arrays)):
+            if not (isinstance(b, np.ndarray) and b.dtype == p.dtype and b.size == p.size
+                    and b.flags.c_contiguous and b.flags.aligned and b.flags.writeable):
+                raise ValueError(
+                    f"state buffer {name}[{i}] no longer matches params[{i}]: expected a "
+                    f"writeable C-contiguous {p.dtype} array of {p.size} elements; "
+                    f"restore the state with load_state_dict()")
+    _check_overlaps(params, grads, buffers)
+
+
+def _check_array(a, name, writeable):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {_kind(a)}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous, got a strided view; lrcore updates "
+                         f"in place and never copies (np.ascontiguousarray makes a copy)")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its {a.dtype.itemsize}-byte dtype, "
+                         f"got an unaligned buffer")
+    if writeable and not a.flags.writeable:
+        raise ValueError(f"{name} must be writeable, got a read-only array")
+
+
+def _check_overlaps(params, grads, buffers):
+    """Written arrays (params, buffers) must not share memory with any other array."""
+    spans = []
+    for i, p in enumerate(params):
+        spans.append((p, f"params[{i}]", True))
+    for i, g in enumerate(grads):
+        spans.append((g, f"grads[{i}]", False))
+    for name, arrays in buffers.items():
+        for i, b in enumerate(arrays):
+            spans.append((b, f"state buffer {name}[{i}]", True))
+    # Sorted by start address, a span overlaps an earlier one iff it starts before the
+    # largest end seen so far among the spans it may not overlap.
+    bounds = []
+    for a, name, written in spans:
+        if a.nbytes:
+            start = a.__array_interface__["data"][0]
+            bounds.append((start, start + a.nbytes, name, written))
+    bounds.sort(key=lambda s: s[0])
+    last_any = last_written = (0, None)
+    for start, end, name, written in bounds:
+        end_seen, other = last_any if written else last_written
+        if start < end_seen:
+            if written and other.startswith("grads"):
+                name, other = other, name
+            raise ValueError(f"{name} shares memory with {other}; arrays lrcore writes "
+                             f"must not overlap any other array of the step")
+        if end > last_any[0]:
+            last_any = (end, name)
+        if written and end > last_written[0]:
+            last_written = (end, name)
+
+
+def signature_of(arrays):
+    """The int64 record of the arrays a state is bound to, from (dtype, shape) pairs:
+    typenum, ndim, dims... per array; the compiled checks read it directly."""
+    record = []
+    for dtype, shape in arrays:
+        record += [dtype.num, len(shape), *shape]
+    return np.array(record, dtype=np.int64)
+
+
+def describe(signature):
+    """Decode signature_of() back into [(dtype, shape), ...]."""
+    out, pos, record = [], 0, signature.tolist()
+    while pos < len(record):
+        typenum, ndim = record[pos], record[pos + 1]
+        dtype = next(d for d in FLOAT_DTYPES if d.num == typenum)
+        out.append((dtype, tuple(record[pos + 2:pos + 2 + ndim])))
+        pos += 2 + ndim
+    return out
+
+
+def real(value, name, *, low=0.0, high=math.inf, high_open=False):
+    """Return `value` as a float if it is a real number in [low, high] (or [low, high)).
+
+    NaN and infinities are rejected whatever the bounds, with a ValueError naming `name`.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_kind(value)}")
+    value = float(value)
+    in_range = low <= value < high if high_open else low <= value <= high
+    if not (math.isfinite(value) and in_range):
+        upper = "" if high == math.inf else f" and {'<' if high_open else '<='} {high:g}"
+        raise ValueError(f"{name} must be a finite number >= {low:g}{upper}, got {value!r}")
+    return value
+
+
+def _kind(obj):
+    return type(obj).__name__

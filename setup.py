@@ -1,0 +1,42 @@
+"""Extension definitions; metadata lives in pyproject.toml.
+
+The kernels are built portable: the compiler's baseline ISA for the target, no -march=native,
+so a wheel built here runs on any machine of its platform tag. -ffp-contract=off keeps every
+multiply and add separately rounded, which makes the compiled step bit-identical to the numpy
+reference (lrcore/reference.py).
+"""
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+COMPILE_ARGS = {
+    "msvc": ["/O2", "/fp:precise"],
+    "unix": ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"],
+}
+
+
+class BuildExt(build_ext):
+    """Pick optimization flags for the compiler actually in use."""
+
+    def build_extensions(self):
+        args = COMPILE_ARGS.get(self.compiler.compiler_type, COMPILE_ARGS["unix"])
+        for ext in self.extensions:
+            ext.extra_compile_args = args + ext.extra_compile_args
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        "lrcore._kernels",
+        sources=["src/_kernels.pyx"],
+        depends=["src/kernels.h", "src/kernels_impl.h", "src/kernels.pxd"],
+        include_dirs=["src", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+]
+
+setup(
+    ext_modules=cythonize(extensions, include_path=["src"], language_level=3),
+    cmdclass={"build_ext": BuildExt},
+)

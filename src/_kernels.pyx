@@ -1,0 +1,190 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled optimizer step: lrcore's fast path.
+
+Modelled on numpy/random/_common.pyx: every buffer is checked with the GIL held (type,
+dtype, byte order, C-contiguity, alignment, writeability, shape against the state's bound
+signature, overlap), then one nogil region runs the element kernels of src/kernels.h over all
+arrays of the call. The checks here are boolean and cheap; when one fails, the Python
+validator (lrcore/_validate.py) is asked to raise, so both backends give the same messages.
+"""
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free, qsort
+cimport numpy as cnp
+
+from kernels cimport lrc_hyper, lrc_array, lrc_dtype, LRC_FLOAT32, LRC_FLOAT64, lrc_sgd
+
+cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    bint PyArray_ISNOTSWAPPED(cnp.ndarray)
+
+# Optimizer kinds; lrcore/optimizers.py passes these to step().
+SGD = 0
+
+# Per kind, the state buffer names that fill lrc_array.buf[0], buf[1], buf[2].
+BUFFER_SLOTS = {SGD: ("momentum_buffer",)}
+
+# Order of the hyperparameter tuple step() unpacks into lrc_hyper.
+HYPER_FIELDS = ("weight_decay", "momentum", "dampening", "nesterov", "maximize")
+
+cdef enum:
+    STACK_ARRAYS = 32   # arrays of a call up to this count live on the stack; more are malloc'd
+
+cdef struct Span:           # a byte range one array occupies, for the overlap check
+    size_t start
+    size_t end
+    int written
+
+
+cdef int _span_cmp(const void *a, const void *b) noexcept nogil:
+    cdef size_t x = (<const Span *>a).start, y = (<const Span *>b).start
+    return (x > y) - (x < y)
+
+
+cdef bint _spans_disjoint(Span *spans, Py_ssize_t count) noexcept nogil:
+    """True when no written span overlaps any other span (read-only spans may overlap
+    each other). Sorted by start, a span overlaps an earlier one iff it starts before the
+    largest end seen so far; O(n log n) instead of comparing every pair."""
+    cdef size_t end_any = 0, end_written = 0
+    cdef Py_ssize_t i
+    qsort(spans, count, sizeof(Span), _span_cmp)
+    for i in range(count):
+        if spans[i].start < (end_any if spans[i].written else end_written):
+            return False
+        if spans[i].end > end_any:
+            end_any = spans[i].end
+        if spans[i].written and spans[i].end > end_written:
+            end_written = spans[i].end
+    return True
+
+
+cdef inline bint _float_array(object obj, int typenum, int flags) noexcept:
+    """obj is an ndarray of typenum in native byte order with all of `flags` set."""
+    if not cnp.PyArray_Check(obj):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    return (cnp.PyArray_TYPE(a) == typenum and PyArray_ISNOTSWAPPED(a)
+            and (cnp.PyArray_FLAGS(a) & flags) == flags)
+
+
+cdef inline void _add_span(Span *spans, Py_ssize_t *count, cnp.ndarray a, int written) noexcept:
+    cdef size_t nbytes = <size_t>cnp.PyArray_NBYTES(a)
+    if nbytes:
+        spans[count[0]].start = <size_t>cnp.PyArray_DATA(a)
+        spans[count[0]].end = spans[count[0]].start + nbytes
+        spans[count[0]].written = written
+        count[0] += 1
+
+
+cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signature,
+                          cnp.ndarray array_steps, lrc_array *arrays, Span *spans) except -1:
+    """Check every array of the call and fill `arrays`; False on the first failed check.
+    slots: per buffer slot, the state's list of arrays or None."""
+    cdef Py_ssize_t n = len(params), i, j, d, nspans = 0, pos = 0
+    cdef Py_ssize_t siglen = cnp.PyArray_SIZE(signature)
+    cdef const int64_t *sig = <const int64_t *>cnp.PyArray_DATA(signature)
+    cdef const int64_t *steps = <const int64_t *>cnp.PyArray_DATA(array_steps)
+    cdef int typenum, ndim
+    cdef int rw = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED | cnp.NPY_ARRAY_WRITEABLE
+    cdef int ro = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+    cdef cnp.ndarray p, g, b
+    cdef cnp.npy_intp *dims
+    if len(grads) != n or cnp.PyArray_SIZE(array_steps) != n:
+        return False
+    for i in range(n):
+        # signature record of array i: typenum, ndim, dims...
+        if pos + 2 > siglen:
+            return False
+        typenum = <int>sig[pos]
+        ndim = <int>sig[pos + 1]
+        if pos + 2 + ndim > siglen:
+            return False
+        if not (_float_array(params[i], typenum, rw) and _float_array(grads[i], typenum, ro)):
+            return False
+        p = <cnp.ndarray>params[i]
+        g = <cnp.ndarray>grads[i]
+        if cnp.PyArray_NDIM(p) != ndim or cnp.PyArray_NDIM(g) != ndim:
+            return False
+        dims = cnp.PyArray_DIMS(p)
+        for d in range(ndim):
+            if dims[d] != sig[pos + 2 + d] or cnp.PyArray_DIMS(g)[d] != dims[d]:
+                return False
+        pos += 2 + ndim
+        arrays[i].param = cnp.PyArray_DATA(p)
+        arrays[i].grad = cnp.PyArray_DATA(g)
+        arrays[i].n = cnp.PyArray_SIZE(p)
+        arrays[i].step = steps[i]
+        arrays[i].dtype = LRC_FLOAT32 if typenum == cnp.NPY_FLOAT32 else LRC_FLOAT64
+        _add_span(spans, &nspans, p, 1)
+        _add_span(spans, &nspans, g, 0)
+        for j in range(3):
+            arrays[i].buf[j] = NULL
+        for j in range(len(slots)):
+            if slots[j] is None:
+                continue
+            # the buffers are the state's own; checked anyway, since they are written
+            if len(<list>slots[j]) != n or not _float_array((<list>slots[j])[i], typenum, rw):
+                return False
+            b = <cnp.ndarray>(<list>slots[j])[i]
+            if cnp.PyArray_SIZE(b) != arrays[i].n:
+                return False
+            arrays[i].buf[j] = cnp.PyArray_DATA(b)
+            _add_span(spans, &nspans, b, 1)
+    return pos == siglen and _spans_disjoint(spans, nspans)
+
+
+def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr,
+         cnp.ndarray array_steps not None, cnp.ndarray signature not None):
+    """Update every array of `params` in place with one kernel pass each, in one nogil region.
+
+    kind: SGD. buffers: the state's {name: [array per param]}, named as in BUFFER_SLOTS.
+    hyper: the values of HYPER_FIELDS. lr: this update's
+    rate. array_steps (int64, one per array) is incremented for each updated array.
+    signature (int64): typenum, ndim, dims... per array, recorded by the state's first step.
+    Raises what lrcore._validate raises, before anything is written.
+    """
+    cdef Py_ssize_t n = len(params), i
+    cdef lrc_hyper h
+    cdef lrc_array stack_arrays[STACK_ARRAYS]
+    cdef Span stack_spans[STACK_ARRAYS * 5]
+    cdef lrc_array *arrays = stack_arrays
+    cdef Span *spans = stack_spans
+    cdef int64_t *steps
+    cdef bint ok
+    cdef list slots
+    if kind not in BUFFER_SLOTS:
+        raise ValueError(f"kind must be one of the kernels' optimizer kinds, got {kind}")
+    slots = [buffers.get(name) for name in BUFFER_SLOTS[kind]]
+    if (cnp.PyArray_TYPE(array_steps) != cnp.NPY_INT64 or cnp.PyArray_TYPE(signature) != cnp.NPY_INT64
+            or not cnp.PyArray_IS_C_CONTIGUOUS(array_steps) or not cnp.PyArray_IS_C_CONTIGUOUS(signature)
+            or not cnp.PyArray_ISWRITEABLE(array_steps)):
+        raise TypeError("array_steps and signature must be C-contiguous int64 arrays")
+    h.lr = lr
+    h.weight_decay, h.momentum, h.dampening, h.nesterov, h.maximize = hyper
+    if h.momentum != 0 and slots[0] is None:    # the kernel would write through NULL
+        raise ValueError("buffers must hold 'momentum_buffer' when momentum != 0")
+    if n > STACK_ARRAYS:
+        arrays = <lrc_array *>malloc(n * sizeof(lrc_array))
+        spans = <Span *>malloc(n * 5 * sizeof(Span))
+        if arrays == NULL or spans == NULL:
+            free(arrays)
+            free(spans)
+            raise MemoryError()
+    try:
+        ok = _check_and_fill(params, grads, slots, signature, array_steps, arrays, spans)
+        if not ok:
+            from lrcore._validate import check_step
+            check_step(params, grads, signature, buffers)
+            raise AssertionError(
+                "lrcore internal error: the compiled checks rejected arrays that "
+                "lrcore._validate.check_step accepts")
+        steps = <int64_t *>cnp.PyArray_DATA(array_steps)
+        with nogil:
+            for i in range(n):
+                lrc_sgd(&h, &arrays[i])
+                steps[i] += 1
+    finally:
+        if arrays != stack_arrays:
+            free(arrays)
+            free(spans)
+    return lr

@@ -1,0 +1,28 @@
+# Cython view of src/kernels.h: the hyperparameter struct, the per-array record and the
+# element kernels, shared by every .pyx that drives them.
+from libc.stdint cimport int64_t
+
+cdef extern from "kernels.h" nogil:
+    ctypedef Py_ssize_t lrc_index
+
+    ctypedef enum lrc_dtype:
+        LRC_FLOAT32
+        LRC_FLOAT64
+
+    ctypedef struct lrc_hyper:
+        double lr
+        double weight_decay
+        double momentum
+        double dampening
+        int nesterov
+        int maximize
+
+    ctypedef struct lrc_array:
+        void *param
+        const void *grad
+        void *buf[3]
+        lrc_index n
+        int64_t step
+        lrc_dtype dtype
+
+    void lrc_sgd(const lrc_hyper *h, const lrc_array *a)
