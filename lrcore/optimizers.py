@@ -40,8 +40,9 @@ class Optimizer:
         else:
             _validate.check_step(params, grads, self._signature, self._buffers)
             for i, (p, g) in enumerate(zip(params, grads)):
-                self._reference(p, g, *(b[i] for b in self._buffers.values()),
-                                step=int(self._array_steps[i]), lr=lr, **self._hyper)
+                buffers = {name: arrays[i] for name, arrays in self._buffers.items()}
+                self._reference(p, g, step=int(self._array_steps[i]), lr=lr,
+                                **buffers, **self._hyper)
             self._array_steps += 1
         self._step_count += 1
         return lr

@@ -10,7 +10,7 @@ the two agree bit for bit.
 import numpy as np
 
 
-def sgd(param, grad, momentum_buffer, *, step, lr, momentum=0.0, dampening=0.0,
+def sgd(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0, dampening=0.0,
         nesterov=False, weight_decay=0.0, maximize=False):
     """One SGD update of `param` in place (torch.optim.SGD semantics).
 

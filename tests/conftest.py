@@ -1,0 +1,61 @@
+"""Shared fixtures, and the guard that keeps a broken build from passing as green.
+
+Unless the run asked for the reference explicitly (LRCORE_BACKEND=numpy), the session stops
+at once when lrcore did not load its compiled kernels: a silent fallback to numpy must never
+make the suite pass.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import lrcore
+from lrcore import _backend
+
+NUMPY_REQUESTED = os.environ.get("LRCORE_BACKEND", "").strip().lower() == "numpy"
+
+
+def pytest_sessionstart(session):
+    if _backend._kernels is None and not NUMPY_REQUESTED:
+        pytest.exit(f"lrcore's compiled kernels did not import ({_backend._import_error}); "
+                    f"build them (pip install -e .) or run with LRCORE_BACKEND=numpy",
+                    returncode=3)
+
+
+def pytest_report_header(config):
+    where = getattr(_backend._kernels, "__file__", "not loaded")
+    return f"lrcore {lrcore.__version__}: backend {lrcore.backend}, kernels {where}"
+
+
+@pytest.fixture
+def compiled():
+    """Run the test on the compiled kernels; skipped only in an explicit numpy-only run."""
+    if _backend._kernels is None:
+        pytest.skip("compiled kernels not built; LRCORE_BACKEND=numpy run")
+    previous = _backend.active
+    lrcore.set_backend("cython")
+    yield
+    _backend.active = previous
+
+
+@pytest.fixture
+def numpy_backend():
+    previous = _backend.active
+    lrcore.set_backend("numpy")
+    yield
+    _backend.active = previous
+
+
+@pytest.fixture(params=["cython", "numpy"])
+def backend(request):
+    """Run the test once per backend."""
+    if request.param == "cython":
+        request.getfixturevalue("compiled")
+    else:
+        request.getfixturevalue("numpy_backend")
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261121)

@@ -1,0 +1,31 @@
+"""The README's set-up commands are the ones CI runs, and its example runs as printed."""
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+pytestmark = pytest.mark.skipif(not README.exists(), reason="not run from a checkout")
+
+
+def code_blocks(lang):
+    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_ci_runs_the_two_readme_commands():
+    commands = code_blocks("bash")[0].strip().splitlines()
+    assert len(commands) == 2
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in commands:
+        assert command in ci
+
+
+def test_readme_example_runs(compiled, capsys):
+    exec(compile(code_blocks("python")[0], "README example", "exec"), {})
+    printed = capsys.readouterr().out
+    w = np.array(printed[printed.index("[") + 1:printed.index("]")].split(), dtype=float)
+    np.testing.assert_allclose(w, np.arange(8), atol=0.01)
+    assert printed.rstrip().endswith("200")

@@ -1,0 +1,181 @@
+"""Optimizer state: counts, lr, buffers, state_dict / load_state_dict."""
+import numpy as np
+import pytest
+
+import lrcore
+
+
+def quadratic_grads(params):
+    """Gradient of sum((p - 3)²) per array."""
+    return [2 * (p - p.dtype.type(3)) for p in params]
+
+
+def make_params(rng):
+    return [rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(5)]
+
+
+def test_members_before_and_after_the_first_step(backend, rng):
+    state = lrcore.SGD(lr=0.1, momentum=0.9)
+    assert (state.step_count, state.array_steps, state.buffers) == (0, [], {})
+    assert state.lr == 0.1 and state.current_lr == 0.1
+    params = make_params(rng)
+    assert lrcore.step(params, quadratic_grads(params), state) == 0.1
+    assert state.step_count == 1 and state.array_steps == [1, 1]
+    bufs = state.buffers["momentum_buffer"]
+    assert [(b.shape, b.dtype) for b in bufs] == [((4, 3), np.float32), ((5,), np.float64)]
+
+
+def test_no_momentum_means_no_buffers(backend, rng):
+    state = lrcore.SGD(lr=0.1)
+    params = make_params(rng)
+    lrcore.step(params, quadratic_grads(params), state)
+    assert state.buffers == {}
+
+
+def test_buffers_are_read_only_views_of_the_live_state(backend, rng):
+    state = lrcore.SGD(lr=0.1, momentum=0.9)
+    params = make_params(rng)
+    lrcore.step(params, quadratic_grads(params), state)
+    view = state.buffers["momentum_buffer"][0]
+    with pytest.raises(ValueError, match="read-only"):
+        view[0, 0] = 1.0
+    before = view.copy()
+    lrcore.step(params, quadratic_grads(params), state)
+    assert not np.array_equal(view, before)     # a view: it follows the state
+
+
+def test_callable_lr_is_called_with_the_step_count(backend):
+    seen = []
+    state = lrcore.SGD(lr=lambda k: seen.append(k) or 0.5 ** k)
+    w = np.zeros(1, np.float32)
+    used = [lrcore.step(w, np.ones(1, np.float32), state) for _ in range(4)]
+    assert used == [1.0, 0.5, 0.25, 0.125]
+    assert seen == [0, 1, 2, 3]
+    assert state.current_lr == 0.0625
+    assert w[0] == -1.875
+
+
+def test_lr_can_be_changed_between_steps(backend):
+    state = lrcore.SGD(lr=1.0)
+    w = np.zeros(1)
+    lrcore.step(w, np.ones(1), state)
+    state.lr = 0.25
+    assert lrcore.step(w, np.ones(1), state) == 0.25
+    assert w[0] == -1.25
+
+
+def test_state_dict_is_a_snapshot(backend, rng):
+    state = lrcore.SGD(lr=0.1, momentum=0.9, nesterov=True)
+    params = make_params(rng)
+    lrcore.step(params, quadratic_grads(params), state)
+    sd = state.state_dict()
+    assert sd["optimizer"] == "SGD" and sd["step_count"] == 1 and sd["array_steps"] == [1, 1]
+    assert sd["arrays"] == [("float32", (4, 3)), ("float64", (5,))]
+    assert sd["hyperparameters"] == dict(momentum=0.9, dampening=0.0, nesterov=True,
+                                         weight_decay=0.0, maximize=False)
+    saved = sd["buffers"]["momentum_buffer"][0].copy()
+    lrcore.step(params, quadratic_grads(params), state)
+    np.testing.assert_array_equal(sd["buffers"]["momentum_buffer"][0], saved)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(momentum=0.9, dampening=0.2),
+                                     dict(momentum=0.8, nesterov=True, weight_decay=0.1)])
+def test_resume_from_state_dict_is_exact(backend, rng, options):
+    """10 steps, state_dict, load into a fresh state, 10 more == 20 straight, bit for bit."""
+    schedule = lambda k: 0.1 * 0.95 ** k
+    start = make_params(rng)
+
+    straight = [p.copy() for p in start]
+    state = lrcore.SGD(lr=schedule, **options)
+    for _ in range(20):
+        lrcore.step(straight, quadratic_grads(straight), state)
+
+    resumed = [p.copy() for p in start]
+    first = lrcore.SGD(lr=schedule, **options)
+    for _ in range(10):
+        lrcore.step(resumed, quadratic_grads(resumed), first)
+    second = lrcore.SGD()
+    second.load_state_dict(first.state_dict())
+    assert second.step_count == 10 and second.current_lr == schedule(10)
+    for _ in range(10):
+        lrcore.step(resumed, quadratic_grads(resumed), second)
+
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+    for name, arrays in state.buffers.items():
+        for a, b in zip(arrays, second.buffers[name]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_loaded_state_stays_bound_to_its_arrays(backend, rng):
+    first = lrcore.SGD(lr=0.1)                   # no buffers: the shapes come from "arrays"
+    params = make_params(rng)
+    lrcore.step(params, quadratic_grads(params), first)
+    second = lrcore.SGD()
+    second.load_state_dict(first.state_dict())
+    with pytest.raises(ValueError, match=r"params must hold 2 arrays, as at this state's first step"):
+        lrcore.step(params[0], params[0] * 0, second)
+
+
+def good_state_dict():
+    state = lrcore.SGD(lr=0.1, momentum=0.9)
+    w = np.zeros(3, np.float32)
+    lrcore.step(w, np.ones(3, np.float32), state)
+    return state.state_dict()
+
+
+def edit(**changes):
+    sd = good_state_dict()
+    sd.update(changes)
+    return sd
+
+
+BAD_STATE_DICTS = [
+    ("another optimizer", edit(optimizer="Adam"), ValueError,
+     r"state_dict must come from SGD.state_dict\(\), got one from 'Adam'"),
+    ("not a dict", [1, 2], TypeError, r"state_dict must be a dict, got list"),
+    ("missing keys", {"optimizer": "SGD", "lr": 0.1}, ValueError,
+     r"state_dict is missing hyperparameters, step_count, array_steps, arrays, buffers"),
+    ("bad hyperparameter", edit(hyperparameters=dict(momentum=-1.0)), ValueError,
+     r"momentum must be a finite number >= 0"),
+    ("negative step_count", edit(step_count=-1), ValueError,
+     r"state_dict\['step_count'\] must be an int >= 0, got -1"),
+    ("array_steps of another length", edit(array_steps=[1, 1]), ValueError,
+     r"state_dict\['array_steps'\] must hold 1 ints >= 0"),
+    ("integer arrays", edit(arrays=[("int32", (3,))]), ValueError,
+     r"state_dict\['arrays'\] must list \(float32 or float64, shape\) pairs"),
+    ("buffers for other options", edit(buffers={}), ValueError,
+     r"state_dict\['buffers'\] must hold \['momentum_buffer'\] for these options, got \[\]"),
+    ("buffer of the wrong shape", edit(buffers={"momentum_buffer": [np.zeros(4, np.float32)]}),
+     ValueError, r"state_dict\['buffers'\]\['momentum_buffer'\] must hold one array per param"),
+    ("buffer of the wrong dtype", edit(buffers={"momentum_buffer": [np.zeros(3)]}),
+     ValueError, r"state_dict\['buffers'\]\['momentum_buffer'\] must hold one array per param"),
+]
+
+
+@pytest.mark.parametrize("sd, exc, message", [c[1:] for c in BAD_STATE_DICTS],
+                         ids=[c[0] for c in BAD_STATE_DICTS])
+def test_a_bad_state_dict_is_rejected_and_changes_nothing(sd, exc, message):
+    state = lrcore.SGD(lr=0.5, momentum=0.5)
+    w = np.ones(2)
+    lrcore.step(w, np.ones(2), state)
+    before = state.state_dict()
+    with pytest.raises(exc, match=message):
+        state.load_state_dict(sd)
+    after = state.state_dict()
+    assert {k: v for k, v in after.items() if k != "buffers"} == \
+           {k: v for k, v in before.items() if k != "buffers"}
+    np.testing.assert_array_equal(after["buffers"]["momentum_buffer"][0],
+                                  before["buffers"]["momentum_buffer"][0])
+
+
+def test_repr_shows_the_arguments():
+    assert repr(lrcore.SGD(lr=0.1, momentum=0.9)) == (
+        "SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False)")
+
+
+def test_hyperparameters_are_read_only():
+    state = lrcore.SGD(momentum=0.9)
+    assert state.momentum == 0.9
+    with pytest.raises(AttributeError):
+        state.momentum = 0.5

@@ -1,0 +1,202 @@
+"""The error matrix: every bad input raises the documented exception and changes nothing.
+
+Each case runs on both backends: the compiled path's checks defer to lrcore._validate for the
+message, so the two must raise the same error for the same input.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import lrcore
+
+
+def f32(*shape):
+    return np.arange(1, 1 + math.prod(shape), dtype=np.float32).reshape(shape)
+
+
+def readonly(a):
+    a.flags.writeable = False
+    return a
+
+
+def unaligned_f32(n):
+    raw = np.zeros(4 * n + 1, np.uint8)
+    a = raw[1:].view(np.float32)
+    assert not a.flags.aligned
+    return a
+
+
+def bound_state(*shapes, dtype=np.float32, **options):
+    """A momentum state already stepped once on arrays of `shapes`."""
+    state = lrcore.SGD(lr=0.1, momentum=0.9, **options)
+    lrcore.step([np.ones(s, dtype) for s in shapes], [np.ones(s, dtype) for s in shapes], state)
+    return state
+
+
+p = f32(6)
+shared = f32(8)
+
+# (id, params, grads, state factory, exception, message regex)
+CASES = [
+    ("float64 grads for float32 params", f32(3), f32(3).astype(np.float64), None, TypeError,
+     r"grads\[0\] must have dtype float32 to match params\[0\], got float64"),
+    ("integer params", np.arange(3), np.arange(3), None, TypeError,
+     r"params\[0\] must have dtype float32 or float64, got int64"),
+    ("float16 params", f32(3).astype(np.float16), f32(3).astype(np.float16), None, TypeError,
+     r"params\[0\] must have dtype float32 or float64, got float16"),
+    ("big-endian params", f32(3).astype(">f4"), f32(3).astype(">f4"), None, TypeError,
+     r"params\[0\] must have dtype float32 or float64, got >f4"),
+    ("params not an array", [1.0, 2.0], [1.0, 2.0], None, TypeError,
+     r"params\[0\] must be a numpy.ndarray, got float"),
+    ("params a scalar", 1.0, 1.0, None, TypeError,
+     r"params must be a numpy.ndarray or a list/tuple of them, got float"),
+    ("grads list for one array", f32(3), [f32(3)], None, TypeError,
+     r"grads must be a numpy.ndarray like params, got list"),
+    ("grads array for a list", [f32(3)], f32(3), None, TypeError,
+     r"grads must be a list/tuple like params, got ndarray"),
+    ("grads element not an array", [f32(3)], [[1.0, 2.0, 3.0]], None, TypeError,
+     r"grads\[0\] must be a numpy.ndarray, got list"),
+    ("shape mismatch", f32(2, 3), f32(3, 2), None, ValueError,
+     r"grads\[0\] must have the shape of params\[0\], \(2, 3\), got \(3, 2\)"),
+    ("count mismatch", [f32(3), f32(2)], [f32(3)], None, ValueError,
+     r"grads must hold one array per param: expected 2, got 1"),
+    ("empty params", [], [], None, ValueError,
+     r"params must hold at least one array, got an empty sequence"),
+    ("strided params", f32(8)[::2], f32(4), None, ValueError,
+     r"params\[0\] must be C-contiguous, got a strided view"),
+    ("Fortran-ordered params", np.asfortranarray(f32(3, 4)), np.asfortranarray(f32(3, 4)),
+     None, ValueError, r"params\[0\] must be C-contiguous"),
+    ("strided grads", f32(4), f32(8)[::2], None, ValueError,
+     r"grads\[0\] must be C-contiguous, got a strided view"),
+    ("read-only params", readonly(f32(3)), f32(3), None, ValueError,
+     r"params\[0\] must be writeable, got a read-only array"),
+    ("unaligned params", unaligned_f32(5), f32(5), None, ValueError,
+     r"params\[0\] must be aligned to its 4-byte dtype, got an unaligned buffer"),
+    ("unaligned grads", f32(5), unaligned_f32(5), None, ValueError,
+     r"grads\[0\] must be aligned to its 4-byte dtype"),
+    ("grads is params", p, p, None, ValueError,
+     r"grads\[0\] shares memory with params\[0\]; arrays lrcore writes must not overlap"),
+    ("grads overlap params", shared[:6], shared[2:], None, ValueError,
+     r"grads\[0\] shares memory with params\[0\]"),
+    ("grads overlap another param", [shared[:4], f32(4)], [f32(4), shared[3:7]], None,
+     ValueError, r"grads\[1\] shares memory with params\[0\]"),
+    ("same param twice", [p, p], [f32(6), f32(6)], None, ValueError,
+     r"params\[1\] shares memory with params\[0\]"),
+    ("state bound to another shape", f32(4), f32(4), lambda: bound_state((3,)), ValueError,
+     r"params\[0\] must have shape \(3,\) and dtype float32, as at this state's first step, "
+     r"got shape \(4,\) and dtype float32"),
+    ("state bound to another dtype", f32(3).astype(np.float64), f32(3).astype(np.float64),
+     lambda: bound_state((3,)), ValueError, r"params\[0\] must have shape \(3,\) and dtype float32"),
+    ("state bound to more arrays", f32(3), f32(3), lambda: bound_state((3,), (2,)), ValueError,
+     r"params must hold 2 arrays, as at this state's first step, got 1"),
+    ("lr callable returns NaN", f32(3), f32(3), lambda: lrcore.SGD(lr=lambda k: float("nan")),
+     ValueError, r"lr\(0\) must be a finite number >= 0, got nan \(returned by the lr callable\)"),
+    ("lr callable returns negative", f32(3), f32(3), lambda: lrcore.SGD(lr=lambda k: -1),
+     ValueError, r"lr\(0\) must be a finite number >= 0, got -1.0"),
+    ("lr callable returns a string", f32(3), f32(3), lambda: lrcore.SGD(lr=lambda k: "0.1"),
+     TypeError, r"lr\(0\) must be a real number, got str"),
+]
+
+
+def snapshot(params, state):
+    arrays = params if isinstance(params, (list, tuple)) else [params]
+    copies = [a.copy() if isinstance(a, np.ndarray) else a for a in arrays]
+    return copies, state.state_dict()
+
+
+def assert_unchanged(params, state, before):
+    arrays = params if isinstance(params, (list, tuple)) else [params]
+    copies, state_dict = before
+    for a, c in zip(arrays, copies):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, c)
+    after = state.state_dict()
+    assert after.keys() == state_dict.keys()
+    for key in ("step_count", "array_steps", "arrays", "hyperparameters"):
+        assert after[key] == state_dict[key], key
+    for name, arrays in state_dict["buffers"].items():
+        for got, want in zip(after["buffers"][name], arrays):
+            np.testing.assert_array_equal(got, want)
+
+
+def bound_like(params):
+    """A state bound by a good step to float32 arrays shaped like `params`, so the next step
+    goes through the compiled checks (a fresh state is checked in Python before binding)."""
+    arrays = params if isinstance(params, (list, tuple)) else [params]
+    if not arrays:
+        return lrcore.SGD(lr=0.1, momentum=0.9)
+    return bound_state(*[a.shape if isinstance(a, np.ndarray) else (3,) for a in arrays])
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["first-step", "bound-state"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises_and_changes_nothing(backend, case, bound):
+    _, params, grads, make_state, exc, message = case
+    if make_state:
+        state = make_state()
+    else:
+        state = bound_like(params) if bound else lrcore.SGD(lr=0.1, momentum=0.9)
+    before = snapshot(params, state)
+    with pytest.raises(exc, match=message):
+        lrcore.step(params, grads, state)
+    assert_unchanged(params, state, before)
+
+
+def test_a_bad_array_late_in_the_list_leaves_the_earlier_ones_untouched(backend):
+    params = [f32(4), f32(3), f32(5)]
+    grads = [f32(4), f32(3), f32(5).astype(np.float64)]
+    state = bound_state((4,), (3,), (5,))
+    before = snapshot(params, state)
+    with pytest.raises(TypeError, match=r"grads\[2\] must have dtype float32"):
+        lrcore.step(params, grads, state)
+    assert_unchanged(params, state, before)
+
+
+def test_read_only_and_shared_grads_are_accepted(backend):
+    g = readonly(np.full(4, 2.0, np.float32))
+    params = [np.zeros(4, np.float32), np.zeros(4, np.float32)]
+    lrcore.step(params, [g, g], lrcore.SGD(lr=0.5))     # one gradient read twice is fine
+    np.testing.assert_array_equal(params[1], [-1.0] * 4)
+
+
+def test_disjoint_views_of_one_buffer_are_accepted(backend):
+    """A flat parameter buffer split into views, as frameworks lay weights out."""
+    flat = np.zeros(10, np.float32)
+    params = [flat[:4], flat[4:]]
+    lrcore.step(params, [np.ones(4, np.float32), np.ones(6, np.float32)], lrcore.SGD(lr=1.0))
+    np.testing.assert_array_equal(flat, -np.ones(10))
+
+
+# (keywords, exception, message regex)
+BAD_HYPERPARAMETERS = [
+    (dict(lr=-0.1), ValueError, r"lr must be a finite number >= 0, got -0.1"),
+    (dict(lr=float("nan")), ValueError, r"lr must be a finite number >= 0, got nan"),
+    (dict(lr=float("inf")), ValueError, r"lr must be a finite number >= 0, got inf"),
+    (dict(lr="0.1"), TypeError, r"lr must be a real number, got str"),
+    (dict(lr=None), TypeError, r"lr must be a real number, got NoneType"),
+    (dict(momentum=-0.5), ValueError, r"momentum must be a finite number >= 0, got -0.5"),
+    (dict(momentum=float("nan")), ValueError, r"momentum must be a finite number >= 0"),
+    (dict(dampening=1.5), ValueError, r"dampening must be a finite number >= 0 and <= 1, got 1.5"),
+    (dict(weight_decay=-1e-4), ValueError, r"weight_decay must be a finite number >= 0"),
+    (dict(nesterov=True), ValueError,
+     r"nesterov=True requires momentum > 0 and dampening == 0, got momentum=0.0"),
+    (dict(nesterov=True, momentum=0.9, dampening=0.1), ValueError,
+     r"nesterov=True requires momentum > 0 and dampening == 0, got momentum=0.9, dampening=0.1"),
+    (dict(nesterov="yes", momentum=0.9), TypeError, r"nesterov must be a bool, got str"),
+    (dict(maximize=1), TypeError, r"maximize must be a bool, got int"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, message", BAD_HYPERPARAMETERS,
+                         ids=[str(c[0]) for c in BAD_HYPERPARAMETERS])
+def test_invalid_hyperparameters_are_rejected(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        lrcore.SGD(**kwargs)
+
+
+def test_setting_an_invalid_lr_keeps_the_old_one():
+    state = lrcore.SGD(lr=0.1)
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -1.0"):
+        state.lr = -1
+    assert state.lr == 0.1
