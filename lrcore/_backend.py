@@ -4,13 +4,14 @@ LRCORE_BACKEND=numpy (or set_backend("numpy")) selects the reference; "cython" d
 compiled kernels and fails loudly without them; unset or "auto" uses the kernels when they
 import and otherwise warns once and falls back to the reference.
 """
+import importlib
 import os
 import warnings
 
 NAMES = ("auto", "cython", "numpy")
 
 try:
-    from lrcore import _kernels
+    _kernels = importlib.import_module("lrcore._kernels")
     _import_error = None
 except ImportError as exc:  # no compiled extension: a source checkout, or a failed build
     _kernels = None
