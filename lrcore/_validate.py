@@ -155,5 +155,19 @@ def real(value, name, *, low=0.0, high=math.inf, high_open=False):
     return value
 
 
+def flag(value, name):
+    """Return `value` as a bool if it is one (numpy bools included); TypeError otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_kind(value)}")
+    return bool(value)
+
+
+def betas(value):
+    """Return Adam's (beta1, beta2) as floats, each in [0, 1)."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}")
+    return tuple(real(b, f"betas[{i}]", high=1.0, high_open=True) for i, b in enumerate(value))
+
+
 def _kind(obj):
     return type(obj).__name__

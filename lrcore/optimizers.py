@@ -12,15 +12,19 @@ from lrcore import _backend, _validate, reference
 
 
 class Optimizer:
-    """Base of the optimizer states. Subclasses set the class attributes below and _buffers_needed()."""
+    """Base of the optimizer states. Subclasses set the class attributes below, validate their
+    hyperparameters in __init__ and name their buffers in _buffers_needed()."""
 
     _kernel_kind = None       # the kind constant of src/_kernels.pyx
     _reference = None         # the lrcore.reference function, called once per array
+    _init_only = ()           # hyperparameters used to allocate buffers, not by the update
 
     def __init__(self, lr, **hyper):
         self.lr = lr
         self._hyper = hyper
-        self._kernel_hyper = tuple(hyper.get(name, 0) for name in _kernel_hyper_fields())
+        self._update_hyper = {k: v for k, v in hyper.items() if k not in self._init_only}
+        values = self._kernel_values()
+        self._kernel_hyper = tuple(values.get(name, 0) for name in _kernel_hyper_fields())
         self._step_count = 0
         self._array_steps = np.zeros(0, dtype=np.int64)
         self._signature = None     # bound by the first step: see _validate.signature_of()
@@ -42,7 +46,7 @@ class Optimizer:
             for i, (p, g) in enumerate(zip(params, grads)):
                 buffers = {name: arrays[i] for name, arrays in self._buffers.items()}
                 self._reference(p, g, step=int(self._array_steps[i]), lr=lr,
-                                **buffers, **self._hyper)
+                                **buffers, **self._update_hyper)
             self._array_steps += 1
         self._step_count += 1
         return lr
@@ -50,12 +54,20 @@ class Optimizer:
     def _bind(self, params):
         self._signature = _validate.signature_of((p.dtype, p.shape) for p in params)
         self._array_steps = np.zeros(len(params), dtype=np.int64)
-        self._buffers = {name: [np.zeros_like(p) for p in params]
+        self._buffers = {name: [np.full_like(p, self._buffer_start(name)) for p in params]
                          for name in self._buffers_needed()}
 
     def _buffers_needed(self):
-        """Names of the buffers the current options need, in the kernels' slot order."""
+        """Names of the buffers the current options need (torch's names)."""
         raise NotImplementedError
+
+    def _buffer_start(self, name):
+        """The value a buffer starts at."""
+        return 0.0
+
+    def _kernel_values(self):
+        """Hyperparameters by the kernels' field names (_kernels.HYPER_FIELDS); absent ones are 0."""
+        return self._hyper
 
     # -- learning rate ---------------------------------------------------------------
 
@@ -173,7 +185,8 @@ class Optimizer:
                     for b, (dtype, shape) in zip(bufs, arrays)):
                 raise ValueError(f"state_dict['buffers'][{key!r}] must hold one array per "
                                  f"param, of shapes and dtypes {state_dict['arrays']}")
-        self._lr, self._hyper, self._kernel_hyper = fresh._lr, fresh._hyper, fresh._kernel_hyper
+        self._lr, self._hyper = fresh._lr, fresh._hyper
+        self._update_hyper, self._kernel_hyper = fresh._update_hyper, fresh._kernel_hyper
         self._step_count = int(step_count)
         self._array_steps = np.array(steps, dtype=np.int64).reshape(len(arrays))
         self._signature = _validate.signature_of(arrays) if arrays else None
@@ -212,15 +225,13 @@ class SGD(Optimizer):
         momentum = _validate.real(momentum, "momentum")
         dampening = _validate.real(dampening, "dampening", high=1.0)
         weight_decay = _validate.real(weight_decay, "weight_decay")
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
-        if not isinstance(maximize, (bool, np.bool_)):
-            raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
+        nesterov = _validate.flag(nesterov, "nesterov")
+        maximize = _validate.flag(maximize, "maximize")
         if nesterov and (momentum == 0 or dampening != 0):
             raise ValueError(f"nesterov=True requires momentum > 0 and dampening == 0, "
                              f"got momentum={momentum!r}, dampening={dampening!r}")
-        super().__init__(lr, momentum=momentum, dampening=dampening, nesterov=bool(nesterov),
-                         weight_decay=weight_decay, maximize=bool(maximize))
+        super().__init__(lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay, maximize=maximize)
 
     momentum = _hyperparameter("momentum", "Momentum factor")
     dampening = _hyperparameter("dampening", "Dampening of the momentum buffer's new term")
@@ -230,3 +241,121 @@ class SGD(Optimizer):
 
     def _buffers_needed(self):
         return ("momentum_buffer",) if self._hyper["momentum"] != 0 else ()
+
+
+class Adagrad(Optimizer):
+    """Adagrad: torch.optim.Adagrad.
+
+    Per element, with t this array's update number and clr = lr / (1 + (t − 1)·lr_decay):
+        g ← ±g + weight_decay·p;  s ← s + g²;  p ← p − clr·g / (√s + eps).
+    Buffers: `sum` (s), starting at initial_accumulator_value.
+    """
+
+    _kernel_kind = 1
+    _reference = staticmethod(reference.adagrad)
+    _init_only = ("initial_accumulator_value",)
+
+    def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10, maximize=False):
+        super().__init__(
+            lr, lr_decay=_validate.real(lr_decay, "lr_decay"),
+            weight_decay=_validate.real(weight_decay, "weight_decay"),
+            initial_accumulator_value=_validate.real(initial_accumulator_value,
+                                                     "initial_accumulator_value"),
+            eps=_validate.real(eps, "eps"), maximize=_validate.flag(maximize, "maximize"))
+
+    lr_decay = _hyperparameter("lr_decay", "Decay of the rate: lr / (1 + (t − 1)·lr_decay)")
+    weight_decay = _hyperparameter("weight_decay", "L2 penalty added to the gradient")
+    initial_accumulator_value = _hyperparameter("initial_accumulator_value",
+                                                "Starting value of the sum buffer")
+    eps = _hyperparameter("eps", "Added to √s in the denominator")
+    maximize = _hyperparameter("maximize", "Whether the objective is maximized")
+
+    def _buffers_needed(self):
+        return ("sum",)
+
+    def _buffer_start(self, name):
+        return self._hyper["initial_accumulator_value"]
+
+
+class RMSprop(Optimizer):
+    """RMSprop: torch.optim.RMSprop.
+
+    Per element: g ← ±g + weight_decay·p;  v ← α·v + (1 − α)·g²;
+        centered: a ← α·a + (1 − α)·g, d = √(v − a²) + eps;  else d = √v + eps;
+        momentum: b ← momentum·b + g/d, p ← p − lr·b;  else p ← p − lr·g/d.
+    Buffers: `square_avg` (v); `grad_avg` (a) when centered; `momentum_buffer` (b) when
+    momentum > 0.
+    """
+
+    _kernel_kind = 2
+    _reference = staticmethod(reference.rmsprop)
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+        super().__init__(
+            lr, alpha=_validate.real(alpha, "alpha"), eps=_validate.real(eps, "eps"),
+            weight_decay=_validate.real(weight_decay, "weight_decay"),
+            momentum=_validate.real(momentum, "momentum"),
+            centered=_validate.flag(centered, "centered"),
+            maximize=_validate.flag(maximize, "maximize"))
+
+    alpha = _hyperparameter("alpha", "Smoothing constant of the squared-gradient average")
+    eps = _hyperparameter("eps", "Added to the root in the denominator")
+    weight_decay = _hyperparameter("weight_decay", "L2 penalty added to the gradient")
+    momentum = _hyperparameter("momentum", "Momentum factor")
+    centered = _hyperparameter("centered", "Whether the gradient's variance is used")
+    maximize = _hyperparameter("maximize", "Whether the objective is maximized")
+
+    def _buffers_needed(self):
+        return (("square_avg",) + (("grad_avg",) if self._hyper["centered"] else ())
+                + (("momentum_buffer",) if self._hyper["momentum"] != 0 else ()))
+
+
+class Adam(Optimizer):
+    """Adam: torch.optim.Adam (weight decay as an L2 term added to the gradient).
+
+    Per element, with t this array's update number:
+        g ← ±g + weight_decay·p;  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²;
+        v̂ = max(vmax, v) (amsgrad, kept in vmax) or v;
+        p ← p − (lr / (1 − β1^t))·m / (√v̂ / √(1 − β2^t) + eps).
+    Buffers: `exp_avg` (m), `exp_avg_sq` (v), and `max_exp_avg_sq` (vmax) with amsgrad.
+    """
+
+    _kernel_kind = 3
+    _reference = staticmethod(reference.adam)
+    _decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 maximize=False):
+        super().__init__(
+            lr, betas=_validate.betas(betas), eps=_validate.real(eps, "eps"),
+            weight_decay=_validate.real(weight_decay, "weight_decay"),
+            amsgrad=_validate.flag(amsgrad, "amsgrad"),
+            maximize=_validate.flag(maximize, "maximize"))
+
+    betas = _hyperparameter("betas", "(β1, β2): decay rates of the moment averages")
+    eps = _hyperparameter("eps", "Added to the corrected root in the denominator")
+    weight_decay = _hyperparameter("weight_decay", "Weight decay")
+    amsgrad = _hyperparameter("amsgrad", "Whether the maximum of v is used (AMSGrad)")
+    maximize = _hyperparameter("maximize", "Whether the objective is maximized")
+
+    def _buffers_needed(self):
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self._hyper["amsgrad"] else ())
+
+    def _kernel_values(self):
+        beta1, beta2 = self._hyper["betas"]
+        return dict(self._hyper, beta1=beta1, beta2=beta2,
+                    decoupled_weight_decay=self._decoupled)
+
+
+class AdamW(Adam):
+    """AdamW: torch.optim.AdamW, Adam with decoupled weight decay: p ← p·(1 − lr·weight_decay)
+    before the Adam step, instead of adding weight_decay·p to the gradient."""
+
+    _reference = staticmethod(reference.adamw)
+    _decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, maximize=False):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, maximize)

@@ -1,12 +1,14 @@
 """numpy reference implementations: the ground truth every compiled kernel is tested against.
 
 One function per optimizer, updating one array in place, written for reading rather than speed
-(the shape of torch.optim's `_single_tensor_*` functions). They follow ../API.md exactly:
+(the shape of torch.optim's `_single_tensor_*` functions). They follow the project's API.md:
 per-call scalars are computed in float64 and cast once to the array's dtype, then every
 element operation runs in that dtype, one numpy operation at a time. The compiled kernels
 (src/kernels_impl.h) perform the same operations in the same order, so on the same inputs
 the two agree bit for bit.
 """
+import math
+
 import numpy as np
 
 
@@ -35,3 +37,91 @@ def sgd(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0, dampening=
         else:
             d = momentum_buffer.copy()
     param[...] = param - real(lr) * d
+
+
+def adagrad(param, grad, sum, *, step, lr, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            maximize=False):
+    """One Adagrad update of `param` in place (torch.optim.Adagrad semantics).
+
+    With t = step + 1, clr = lr / (1 + (t − 1)·lr_decay) (in float64, then cast):
+        g ← ±g (+ weight_decay·p);  s ← s + g·g;  p ← p − (clr·g) / (√s + eps)
+    `sum` (s) starts at initial_accumulator_value and is written.
+    """
+    real = param.dtype.type
+    clr = lr / (1.0 + step * lr_decay)
+    d = -grad if maximize else grad.copy()
+    if weight_decay != 0:
+        d = d + real(weight_decay) * param
+    sum[...] = sum + d * d
+    param[...] = param - (real(clr) * d) / (np.sqrt(sum) + real(eps))
+
+
+def rmsprop(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, step, lr,
+            alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+            maximize=False):
+    """One RMSprop update of `param` in place (torch.optim.RMSprop semantics).
+
+        g ← ±g (+ weight_decay·p);  v ← α·v + ((1 − α)·g)·g
+        centered: a ← α·a + (1 − α)·g,  d = √(v − a·a) + eps;  else d = √v + eps
+        momentum: b ← momentum·b + g/d,  p ← p − lr·b;  else p ← p − (lr·g)/d
+    square_avg (v) is always written; grad_avg (a) when centered; momentum_buffer (b) when
+    momentum ≠ 0. `step` is unused (RMSprop has no per-step correction); it is accepted so
+    every reference function takes the same call.
+    """
+    real = param.dtype.type
+    d = -grad if maximize else grad.copy()
+    if weight_decay != 0:
+        d = d + real(weight_decay) * param
+    square_avg[...] = real(alpha) * square_avg + (real(1.0 - alpha) * d) * d
+    if centered:
+        grad_avg[...] = real(alpha) * grad_avg + real(1.0 - alpha) * d
+        denom = np.sqrt(square_avg - grad_avg * grad_avg) + real(eps)
+    else:
+        denom = np.sqrt(square_avg) + real(eps)
+    if momentum != 0:
+        momentum_buffer[...] = real(momentum) * momentum_buffer + d / denom
+        param[...] = param - real(lr) * momentum_buffer
+    else:
+        param[...] = param - (real(lr) * d) / denom
+
+
+def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr,
+         betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+         decoupled_weight_decay=False):
+    """One Adam update of `param` in place (torch.optim.Adam; AdamW when decoupled).
+
+    With t = step + 1, in float64 then cast: step_size = lr / (1 − β1^t),
+    bc2_sqrt = √(1 − β2^t). Then
+        g ← ±g;  Adam: g ← g + weight_decay·p;  AdamW: p ← p·(1 − lr·weight_decay)
+        m ← β1·m + (1 − β1)·g;  v ← β2·v + ((1 − β2)·g)·g
+        v̂ = vmax ← max(vmax, v) with amsgrad (NaN propagates, as torch.maximum), else v̂ = v
+        p ← p − (step_size·m) / (√v̂ / bc2_sqrt + eps)
+    exp_avg (m), exp_avg_sq (v) are written, and max_exp_avg_sq (vmax) with amsgrad.
+    """
+    real = param.dtype.type
+    beta1, beta2 = betas
+    t = step + 1
+    step_size = lr / (1.0 - beta1 ** t)
+    bc2_sqrt = math.sqrt(1.0 - beta2 ** t)
+    d = -grad if maximize else grad.copy()
+    if weight_decay != 0 and decoupled_weight_decay:
+        param[...] = param * real(1.0 - lr * weight_decay)
+    elif weight_decay != 0:
+        d = d + real(weight_decay) * param
+    exp_avg[...] = real(beta1) * exp_avg + real(1.0 - beta1) * d
+    exp_avg_sq[...] = real(beta2) * exp_avg_sq + (real(1.0 - beta2) * d) * d
+    if amsgrad:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v_hat = max_exp_avg_sq
+    else:
+        v_hat = exp_avg_sq
+    param[...] = param - (real(step_size) * exp_avg) / (np.sqrt(v_hat) / real(bc2_sqrt) + real(eps))
+
+
+def adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr,
+          betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False):
+    """One AdamW update (torch.optim.AdamW): adam() with decoupled weight decay,
+    p ← p·(1 − lr·weight_decay) before the Adam step."""
+    adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
+         eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+         decoupled_weight_decay=True)

@@ -11,21 +11,31 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free, qsort
 cimport numpy as cnp
 
-from kernels cimport lrc_hyper, lrc_array, lrc_dtype, LRC_FLOAT32, LRC_FLOAT64, lrc_sgd
+from kernels cimport (lrc_hyper, lrc_array, lrc_kind, LRC_FLOAT32, LRC_FLOAT64,
+                      LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM,
+                      lrc_required_buffers, lrc_update)
 
 cnp.import_array()
 
 cdef extern from "numpy/arrayobject.h":
     bint PyArray_ISNOTSWAPPED(cnp.ndarray)
 
-# Optimizer kinds; lrcore/optimizers.py passes these to step().
-SGD = 0
+# Optimizer kinds (lrc_kind); lrcore/optimizers.py passes these to step(). AdamW is ADAM
+# with decoupled_weight_decay set.
+SGD, ADAGRAD, RMSPROP, ADAM = LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM
 
-# Per kind, the state buffer names that fill lrc_array.buf[0], buf[1], buf[2].
-BUFFER_SLOTS = {SGD: ("momentum_buffer",)}
+# Per kind, the state buffer names that fill lrc_array.buf[0], buf[1], buf[2] (torch's names).
+BUFFER_SLOTS = {
+    SGD: ("momentum_buffer",),
+    ADAGRAD: ("sum",),
+    RMSPROP: ("square_avg", "grad_avg", "momentum_buffer"),
+    ADAM: ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+}
 
-# Order of the hyperparameter tuple step() unpacks into lrc_hyper.
-HYPER_FIELDS = ("weight_decay", "momentum", "dampening", "nesterov", "maximize")
+# Order of the hyperparameter tuple step() unpacks into lrc_hyper (all but lr).
+HYPER_FIELDS = ("weight_decay", "momentum", "dampening", "beta1", "beta2", "eps", "alpha",
+                "lr_decay", "nesterov", "centered", "amsgrad", "decoupled_weight_decay",
+                "maximize")
 
 cdef enum:
     STACK_ARRAYS = 32   # arrays of a call up to this count live on the stack; more are malloc'd
@@ -137,7 +147,8 @@ def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr
          cnp.ndarray array_steps not None, cnp.ndarray signature not None):
     """Update every array of `params` in place with one kernel pass each, in one nogil region.
 
-    kind: SGD. buffers: the state's {name: [array per param]}, named as in BUFFER_SLOTS.
+    kind: SGD, ADAGRAD, RMSPROP or ADAM. buffers: the state's {name: [array per param]},
+    named as in BUFFER_SLOTS.
     hyper: the values of HYPER_FIELDS. lr: this update's
     rate. array_steps (int64, one per array) is incremented for each updated array.
     signature (int64): typenum, ndim, dims... per array, recorded by the state's first step.
@@ -145,12 +156,14 @@ def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr
     """
     cdef Py_ssize_t n = len(params), i
     cdef lrc_hyper h
+    cdef lrc_kind k
     cdef lrc_array stack_arrays[STACK_ARRAYS]
     cdef Span stack_spans[STACK_ARRAYS * 5]
     cdef lrc_array *arrays = stack_arrays
     cdef Span *spans = stack_spans
     cdef int64_t *steps
     cdef bint ok
+    cdef int required
     cdef list slots
     if kind not in BUFFER_SLOTS:
         raise ValueError(f"kind must be one of the kernels' optimizer kinds, got {kind}")
@@ -159,10 +172,14 @@ def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr
             or not cnp.PyArray_IS_C_CONTIGUOUS(array_steps) or not cnp.PyArray_IS_C_CONTIGUOUS(signature)
             or not cnp.PyArray_ISWRITEABLE(array_steps)):
         raise TypeError("array_steps and signature must be C-contiguous int64 arrays")
+    k = <lrc_kind>kind
     h.lr = lr
-    h.weight_decay, h.momentum, h.dampening, h.nesterov, h.maximize = hyper
-    if h.momentum != 0 and slots[0] is None:    # the kernel would write through NULL
-        raise ValueError("buffers must hold 'momentum_buffer' when momentum != 0")
+    (h.weight_decay, h.momentum, h.dampening, h.beta1, h.beta2, h.eps, h.alpha, h.lr_decay,
+     h.nesterov, h.centered, h.amsgrad, h.decoupled_weight_decay, h.maximize) = hyper
+    required = lrc_required_buffers(k, &h)
+    for i in range(3):
+        if required & (1 << i) and slots[i] is None:    # the kernel would write through NULL
+            raise ValueError(f"buffers must hold {BUFFER_SLOTS[kind][i]!r} for these options")
     if n > STACK_ARRAYS:
         arrays = <lrc_array *>malloc(n * sizeof(lrc_array))
         spans = <Span *>malloc(n * 5 * sizeof(Span))
@@ -181,7 +198,7 @@ def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr
         steps = <int64_t *>cnp.PyArray_DATA(array_steps)
         with nogil:
             for i in range(n):
-                lrc_sgd(&h, &arrays[i])
+                lrc_update(k, &h, &arrays[i])
                 steps[i] += 1
     finally:
         if arrays != stack_arrays:

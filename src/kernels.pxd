@@ -9,12 +9,26 @@ cdef extern from "kernels.h" nogil:
         LRC_FLOAT32
         LRC_FLOAT64
 
+    ctypedef enum lrc_kind:
+        LRC_SGD
+        LRC_ADAGRAD
+        LRC_RMSPROP
+        LRC_ADAM
+
     ctypedef struct lrc_hyper:
         double lr
         double weight_decay
         double momentum
         double dampening
+        double beta1
+        double beta2
+        double eps
+        double alpha
+        double lr_decay
         int nesterov
+        int centered
+        int amsgrad
+        int decoupled_weight_decay
         int maximize
 
     ctypedef struct lrc_array:
@@ -25,4 +39,5 @@ cdef extern from "kernels.h" nogil:
         int64_t step
         lrc_dtype dtype
 
-    void lrc_sgd(const lrc_hyper *h, const lrc_array *a)
+    int lrc_required_buffers(lrc_kind kind, const lrc_hyper *h)
+    void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)

@@ -4,10 +4,11 @@
 /* p -= lr * d, where d is the SGD direction of torch.optim.SGD:
  *   d = ±g (+ wd·p);  b = d on the first step, else b = momentum·b + (1 − dampening)·d;
  *   d = d + momentum·b (nesterov) or b.
- * has_wd and mode are constants at every call site of this inline function, so each
- * combination compiles to its own branch-free, vectorizable loop. maximize is a sign
+ * has_wd and mode are constants at every call site of this forced-inline function, so each
+ * combination compiles to its own branch-free, vectorizable loop (the same holds for the
+ * flags of every *_loop below). maximize is a sign
  * multiply: ±1·g is exact, so it needs no branch. */
-static inline void LRC_NAME(sgd_loop)(
+LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
     lrc_index n, LRC_REAL lr, LRC_REAL sign, LRC_REAL wd, LRC_REAL mom, LRC_REAL damp1,
     const int has_wd, const int mode)
@@ -37,8 +38,9 @@ static inline void LRC_NAME(sgd_loop)(
 
 static inline void LRC_NAME(sgd)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
-    lrc_index n, const lrc_hyper *h, int mode)
+    LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, int mode)
 {
+    (void)unused1; (void)unused2;
     const LRC_REAL lr = (LRC_REAL)h->lr;
     const LRC_REAL sign = h->maximize ? (LRC_REAL)-1 : (LRC_REAL)1;
     const LRC_REAL wd = (LRC_REAL)h->weight_decay;
@@ -52,3 +54,138 @@ static inline void LRC_NAME(sgd)(
 }
 
 #undef LRC_SGD_MODES
+
+
+/* Adagrad (torch.optim.Adagrad), clr = lr / (1 + (t − 1)·lr_decay) computed by the caller:
+ *   g ← ±g (+ wd·p);  s ← s + g·g;  p ← p − (clr·g) / (√s + eps). */
+LRC_ALWAYS_INLINE void LRC_NAME(adagrad_loop)(
+    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
+    lrc_index n, LRC_REAL clr, LRC_REAL sign, LRC_REAL wd, LRC_REAL eps, const int has_wd)
+{
+    for (lrc_index i = 0; i < n; i++) {
+        LRC_REAL d = sign * g[i];
+        if (has_wd) d = d + wd * p[i];
+        s[i] = s[i] + d * d;
+        p[i] = p[i] - (clr * d) / (LRC_SQRT(s[i]) + eps);
+    }
+}
+
+static inline void LRC_NAME(adagrad)(
+    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
+    LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, double clr)
+{
+    (void)unused1; (void)unused2;
+    const LRC_REAL sign = h->maximize ? (LRC_REAL)-1 : (LRC_REAL)1;
+    const LRC_REAL wd = (LRC_REAL)h->weight_decay, eps = (LRC_REAL)h->eps;
+    if (h->weight_decay != 0.0)
+        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, sign, wd, eps, 1);
+    else
+        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, sign, wd, eps, 0);
+}
+
+/* RMSprop (torch.optim.RMSprop):
+ *   g ← ±g (+ wd·p);  v ← α·v + ((1 − α)·g)·g;
+ *   centered: a ← α·a + (1 − α)·g,  d = √(v − a·a) + eps;  else d = √v + eps;
+ *   momentum: b ← momentum·b + g/d,  p ← p − lr·b;  else p ← p − (lr·g)/d. */
+LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
+    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
+    LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n,
+    LRC_REAL lr, LRC_REAL sign, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1, LRC_REAL eps,
+    LRC_REAL mom, const int has_wd, const int centered, const int has_momentum)
+{
+    for (lrc_index i = 0; i < n; i++) {
+        LRC_REAL d = sign * g[i];
+        if (has_wd) d = d + wd * p[i];
+        v[i] = alpha * v[i] + (alpha1 * d) * d;
+        LRC_REAL denom;
+        if (centered) {
+            a[i] = alpha * a[i] + alpha1 * d;
+            denom = LRC_SQRT(v[i] - a[i] * a[i]) + eps;
+        } else {
+            denom = LRC_SQRT(v[i]) + eps;
+        }
+        if (has_momentum) {
+            b[i] = mom * b[i] + d / denom;
+            p[i] = p[i] - lr * b[i];
+        } else {
+            p[i] = p[i] - (lr * d) / denom;
+        }
+    }
+}
+
+static inline void LRC_NAME(rmsprop)(
+    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
+    LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n, const lrc_hyper *h)
+{
+    const LRC_REAL lr = (LRC_REAL)h->lr;
+    const LRC_REAL sign = h->maximize ? (LRC_REAL)-1 : (LRC_REAL)1;
+    const LRC_REAL wd = (LRC_REAL)h->weight_decay, eps = (LRC_REAL)h->eps;
+    const LRC_REAL alpha = (LRC_REAL)h->alpha, alpha1 = (LRC_REAL)(1.0 - h->alpha);
+    const LRC_REAL mom = (LRC_REAL)h->momentum;
+    const int flags = (h->weight_decay != 0.0) | (h->centered ? 2 : 0) | (h->momentum != 0.0 ? 4 : 0);
+#define LRC_RMSPROP_CASE(f) \
+    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, sign, wd, alpha, alpha1, eps, mom, \
+                                   (f) & 1, ((f) >> 1) & 1, ((f) >> 2) & 1); break;
+    switch (flags) {
+    LRC_RMSPROP_CASE(0) LRC_RMSPROP_CASE(1) LRC_RMSPROP_CASE(2) LRC_RMSPROP_CASE(3)
+    LRC_RMSPROP_CASE(4) LRC_RMSPROP_CASE(5) LRC_RMSPROP_CASE(6) LRC_RMSPROP_CASE(7)
+    }
+#undef LRC_RMSPROP_CASE
+}
+
+/* Adam / AdamW (torch.optim.Adam, AdamW), with step_size = lr / (1 − β1^t) and
+ * bc2_sqrt = √(1 − β2^t) computed by the caller:
+ *   g ← ±g;  L2: g ← g + wd·p;  decoupled (AdamW): p ← p·(1 − lr·wd);
+ *   m ← β1·m + (1 − β1)·g;  v ← β2·v + ((1 − β2)·g)·g;
+ *   v̂ = max(vmax, v) → vmax (amsgrad, NaN-propagating like torch.maximum) or v;
+ *   p ← p − (step_size·m) / (√v̂ / bc2_sqrt + eps). */
+LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
+    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
+    LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n,
+    LRC_REAL step_size, LRC_REAL bc2_sqrt, LRC_REAL sign, LRC_REAL wd, LRC_REAL decay,
+    LRC_REAL b1, LRC_REAL b1c, LRC_REAL b2, LRC_REAL b2c, LRC_REAL eps,
+    const int wd_mode, const int amsgrad)
+{
+    for (lrc_index i = 0; i < n; i++) {
+        LRC_REAL d = sign * g[i];
+        LRC_REAL pi = p[i];
+        if (wd_mode == LRC_WD_L2) d = d + wd * pi;
+        if (wd_mode == LRC_WD_DECOUPLED) pi = pi * decay;
+        m[i] = b1 * m[i] + b1c * d;
+        v[i] = b2 * v[i] + (b2c * d) * d;
+        LRC_REAL vh = v[i];
+        if (amsgrad) {
+            const LRC_REAL old = vmax[i];
+            vh = (old >= vh || old != old) ? old : vh;
+            vmax[i] = vh;
+        }
+        p[i] = pi - (step_size * m[i]) / (LRC_SQRT(vh) / bc2_sqrt + eps);
+    }
+}
+
+static inline void LRC_NAME(adam)(
+    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
+    LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
+    double step_size, double bc2_sqrt)
+{
+    const LRC_REAL ss = (LRC_REAL)step_size, bc2s = (LRC_REAL)bc2_sqrt;
+    const LRC_REAL sign = h->maximize ? (LRC_REAL)-1 : (LRC_REAL)1;
+    const LRC_REAL wd = (LRC_REAL)h->weight_decay, decay = (LRC_REAL)(1.0 - h->lr * h->weight_decay);
+    const LRC_REAL b1 = (LRC_REAL)h->beta1, b1c = (LRC_REAL)(1.0 - h->beta1);
+    const LRC_REAL b2 = (LRC_REAL)h->beta2, b2c = (LRC_REAL)(1.0 - h->beta2);
+    const LRC_REAL eps = (LRC_REAL)h->eps;
+    const int wd_mode = h->weight_decay == 0.0 ? LRC_WD_NONE
+                      : h->decoupled_weight_decay ? LRC_WD_DECOUPLED : LRC_WD_L2;
+#define LRC_ADAM_CASE(mode, ams) \
+    LRC_NAME(adam_loop)(p, g, m, v, vmax, n, ss, bc2s, sign, wd, decay, b1, b1c, b2, b2c, eps, mode, ams)
+    if (h->amsgrad) {
+        if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, 1);
+        else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, 1);
+        else LRC_ADAM_CASE(LRC_WD_DECOUPLED, 1);
+    } else {
+        if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, 0);
+        else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, 0);
+        else LRC_ADAM_CASE(LRC_WD_DECOUPLED, 0);
+    }
+#undef LRC_ADAM_CASE
+}

@@ -15,11 +15,14 @@ def code_blocks(lang):
     return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_ci_runs_the_two_readme_commands():
-    commands = code_blocks("bash")[0].strip().splitlines()
+def test_ci_runs_the_readme_commands():
+    """The two set-up commands, and the optional torch comparison."""
+    setup, torch_step = code_blocks("bash")[:2]
+    commands = setup.strip().splitlines()
     assert len(commands) == 2
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    for command in commands:
+    assert "torch==" in torch_step
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in commands + [torch_step.strip()]:
         assert command in ci
 
 

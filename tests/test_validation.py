@@ -27,9 +27,18 @@ def unaligned_f32(n):
     return a
 
 
-def bound_state(*shapes, dtype=np.float32, **options):
-    """A momentum state already stepped once on arrays of `shapes`."""
-    state = lrcore.SGD(lr=0.1, momentum=0.9, **options)
+# One state of each kernel kind, with every buffer its kind can have.
+STATES = {
+    "SGD": lambda: lrcore.SGD(lr=0.1, momentum=0.9),
+    "Adagrad": lambda: lrcore.Adagrad(lr=0.1),
+    "RMSprop": lambda: lrcore.RMSprop(lr=0.1, centered=True, momentum=0.9),
+    "AdamW": lambda: lrcore.AdamW(lr=0.1, amsgrad=True),
+}
+
+
+def bound_state(*shapes, dtype=np.float32, make=STATES["SGD"]):
+    """A state already stepped once on arrays of `shapes`."""
+    state = make()
     lrcore.step([np.ones(s, dtype) for s in shapes], [np.ones(s, dtype) for s in shapes], state)
     return state
 
@@ -37,7 +46,7 @@ def bound_state(*shapes, dtype=np.float32, **options):
 p = f32(6)
 shared = f32(8)
 
-# (id, params, grads, state factory, exception, message regex)
+# (id, params, grads, state factory or None for each of STATES, exception, message regex)
 CASES = [
     ("float64 grads for float32 params", f32(3), f32(3).astype(np.float64), None, TypeError,
      r"grads\[0\] must have dtype float32 to match params\[0\], got float64"),
@@ -120,37 +129,49 @@ def assert_unchanged(params, state, before):
             np.testing.assert_array_equal(got, want)
 
 
-def bound_like(params):
+def bound_like(params, make):
     """A state bound by a good step to float32 arrays shaped like `params`, so the next step
     goes through the compiled checks (a fresh state is checked in Python before binding)."""
     arrays = params if isinstance(params, (list, tuple)) else [params]
     if not arrays:
-        return lrcore.SGD(lr=0.1, momentum=0.9)
-    return bound_state(*[a.shape if isinstance(a, np.ndarray) else (3,) for a in arrays])
+        return make()
+    return bound_state(*[a.shape if isinstance(a, np.ndarray) else (3,) for a in arrays],
+                       make=make)
 
 
-@pytest.mark.parametrize("bound", [False, True], ids=["first-step", "bound-state"])
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_raises_and_changes_nothing(backend, case, bound):
-    _, params, grads, make_state, exc, message = case
-    if make_state:
-        state = make_state()
-    else:
-        state = bound_like(params) if bound else lrcore.SGD(lr=0.1, momentum=0.9)
+ARRAY_CASES = [c for c in CASES if c[3] is None]
+STATE_CASES = [c for c in CASES if c[3] is not None]
+
+
+def check_raises_and_changes_nothing(params, grads, state, exc, message):
     before = snapshot(params, state)
     with pytest.raises(exc, match=message):
         lrcore.step(params, grads, state)
     assert_unchanged(params, state, before)
 
 
+@pytest.mark.parametrize("optimizer", list(STATES))
+@pytest.mark.parametrize("bound", [False, True], ids=["first-step", "bound-state"])
+@pytest.mark.parametrize("case", ARRAY_CASES, ids=[c[0] for c in ARRAY_CASES])
+def test_bad_input_raises_and_changes_nothing(backend, case, bound, optimizer):
+    _, params, grads, _, exc, message = case
+    make = STATES[optimizer]
+    state = bound_like(params, make) if bound else make()
+    check_raises_and_changes_nothing(params, grads, state, exc, message)
+
+
+@pytest.mark.parametrize("case", STATE_CASES, ids=[c[0] for c in STATE_CASES])
+def test_bad_input_for_the_state_raises_and_changes_nothing(backend, case):
+    _, params, grads, make_state, exc, message = case
+    check_raises_and_changes_nothing(params, grads, make_state(), exc, message)
+
+
 def test_a_bad_array_late_in_the_list_leaves_the_earlier_ones_untouched(backend):
     params = [f32(4), f32(3), f32(5)]
     grads = [f32(4), f32(3), f32(5).astype(np.float64)]
-    state = bound_state((4,), (3,), (5,))
-    before = snapshot(params, state)
-    with pytest.raises(TypeError, match=r"grads\[2\] must have dtype float32"):
-        lrcore.step(params, grads, state)
-    assert_unchanged(params, state, before)
+    state = bound_state((4,), (3,), (5,), make=STATES["AdamW"])
+    check_raises_and_changes_nothing(params, grads, state, TypeError,
+                                     r"grads\[2\] must have dtype float32")
 
 
 def test_read_only_and_shared_grads_are_accepted(backend):
@@ -168,31 +189,48 @@ def test_disjoint_views_of_one_buffer_are_accepted(backend):
     np.testing.assert_array_equal(flat, -np.ones(10))
 
 
-# (keywords, exception, message regex)
+# (optimizer, keywords, exception, message regex)
 BAD_HYPERPARAMETERS = [
-    (dict(lr=-0.1), ValueError, r"lr must be a finite number >= 0, got -0.1"),
-    (dict(lr=float("nan")), ValueError, r"lr must be a finite number >= 0, got nan"),
-    (dict(lr=float("inf")), ValueError, r"lr must be a finite number >= 0, got inf"),
-    (dict(lr="0.1"), TypeError, r"lr must be a real number, got str"),
-    (dict(lr=None), TypeError, r"lr must be a real number, got NoneType"),
-    (dict(momentum=-0.5), ValueError, r"momentum must be a finite number >= 0, got -0.5"),
-    (dict(momentum=float("nan")), ValueError, r"momentum must be a finite number >= 0"),
-    (dict(dampening=1.5), ValueError, r"dampening must be a finite number >= 0 and <= 1, got 1.5"),
-    (dict(weight_decay=-1e-4), ValueError, r"weight_decay must be a finite number >= 0"),
-    (dict(nesterov=True), ValueError,
+    (lrcore.SGD, dict(lr=-0.1), ValueError, r"lr must be a finite number >= 0, got -0.1"),
+    (lrcore.SGD, dict(lr=float("nan")), ValueError, r"lr must be a finite number >= 0, got nan"),
+    (lrcore.SGD, dict(lr=float("inf")), ValueError, r"lr must be a finite number >= 0, got inf"),
+    (lrcore.SGD, dict(lr="0.1"), TypeError, r"lr must be a real number, got str"),
+    (lrcore.SGD, dict(lr=None), TypeError, r"lr must be a real number, got NoneType"),
+    (lrcore.SGD, dict(momentum=-0.5), ValueError, r"momentum must be a finite number >= 0, got -0.5"),
+    (lrcore.SGD, dict(momentum=float("nan")), ValueError, r"momentum must be a finite number >= 0"),
+    (lrcore.SGD, dict(dampening=1.5), ValueError, r"dampening must be a finite number >= 0 and <= 1, got 1.5"),
+    (lrcore.SGD, dict(weight_decay=-1e-4), ValueError, r"weight_decay must be a finite number >= 0"),
+    (lrcore.SGD, dict(nesterov=True), ValueError,
      r"nesterov=True requires momentum > 0 and dampening == 0, got momentum=0.0"),
-    (dict(nesterov=True, momentum=0.9, dampening=0.1), ValueError,
+    (lrcore.SGD, dict(nesterov=True, momentum=0.9, dampening=0.1), ValueError,
      r"nesterov=True requires momentum > 0 and dampening == 0, got momentum=0.9, dampening=0.1"),
-    (dict(nesterov="yes", momentum=0.9), TypeError, r"nesterov must be a bool, got str"),
-    (dict(maximize=1), TypeError, r"maximize must be a bool, got int"),
+    (lrcore.SGD, dict(nesterov="yes", momentum=0.9), TypeError, r"nesterov must be a bool, got str"),
+    (lrcore.SGD, dict(maximize=1), TypeError, r"maximize must be a bool, got int"),
+    (lrcore.Adam, dict(betas=(1.0, 0.999)), ValueError,
+     r"betas\[0\] must be a finite number >= 0 and < 1, got 1.0"),
+    (lrcore.AdamW, dict(betas=(0.9, -0.1)), ValueError,
+     r"betas\[1\] must be a finite number >= 0 and < 1, got -0.1"),
+    (lrcore.Adam, dict(betas=0.9), TypeError, r"betas must be a pair \(beta1, beta2\), got 0.9"),
+    (lrcore.Adam, dict(eps=-1e-8), ValueError, r"eps must be a finite number >= 0, got -1e-08"),
+    (lrcore.AdamW, dict(weight_decay=float("nan")), ValueError, r"weight_decay must be a finite number >= 0"),
+    (lrcore.Adam, dict(amsgrad=1), TypeError, r"amsgrad must be a bool, got int"),
+    (lrcore.RMSprop, dict(alpha=-0.1), ValueError, r"alpha must be a finite number >= 0, got -0.1"),
+    (lrcore.RMSprop, dict(momentum=-1.0), ValueError, r"momentum must be a finite number >= 0"),
+    (lrcore.RMSprop, dict(centered="no"), TypeError, r"centered must be a bool, got str"),
+    (lrcore.RMSprop, dict(eps=float("inf")), ValueError, r"eps must be a finite number >= 0, got inf"),
+    (lrcore.Adagrad, dict(lr_decay=-0.1), ValueError, r"lr_decay must be a finite number >= 0"),
+    (lrcore.Adagrad, dict(initial_accumulator_value=-1.0), ValueError,
+     r"initial_accumulator_value must be a finite number >= 0"),
+    (lrcore.Adagrad, dict(lr=float("nan")), ValueError, r"lr must be a finite number >= 0, got nan"),
+    (lrcore.Adagrad, dict(maximize="true"), TypeError, r"maximize must be a bool, got str"),
 ]
 
 
-@pytest.mark.parametrize("kwargs, exc, message", BAD_HYPERPARAMETERS,
-                         ids=[str(c[0]) for c in BAD_HYPERPARAMETERS])
-def test_invalid_hyperparameters_are_rejected(kwargs, exc, message):
+@pytest.mark.parametrize("cls, kwargs, exc, message", BAD_HYPERPARAMETERS,
+                         ids=[f"{c[0].__name__}-{c[1]}" for c in BAD_HYPERPARAMETERS])
+def test_invalid_hyperparameters_are_rejected(cls, kwargs, exc, message):
     with pytest.raises(exc, match=message):
-        lrcore.SGD(**kwargs)
+        cls(**kwargs)
 
 
 def test_setting_an_invalid_lr_keeps_the_old_one():
