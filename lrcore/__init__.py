@@ -7,12 +7,12 @@ The step runs in compiled kernels (lrcore.backend == "cython") and falls back to
 reference implementation (lrcore.reference) when they are unavailable or when
 LRCORE_BACKEND=numpy / set_backend("numpy") asks for it.
 """
-from lrcore import _backend
+from lrcore import _backend, schedules
 from lrcore._backend import set_backend
 from lrcore.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 
 __version__ = "0.1.0"
-__all__ = ["step", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Optimizer", "set_backend", "backend", "__version__"]
+__all__ = ["step", "schedules", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Optimizer", "set_backend", "backend", "__version__"]
 
 
 def step(params, grads, state):

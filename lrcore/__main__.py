@@ -1,16 +1,62 @@
-"""Command line: python -m lrcore demo."""
+"""Command line: python -m lrcore {demo,schedule}."""
 import argparse
+import ast
 import sys
+
+
+def parse_assignment(text):
+    """key=value, the value a Python literal (number, bool, list, dict) or a bare word."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    words = {"true": True, "false": False}
+    if value.lower() in words:
+        return key, words[value.lower()]
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def schedule_command(parser, args):
+    from lrcore import schedules
+    if args.name not in schedules.SCHEDULES:
+        parser.error(f"unknown schedule {args.name!r}; choose from {', '.join(schedules.SCHEDULES)}")
+    kwargs = dict(args.arguments)
+    if args.name == "Warmup" and isinstance(kwargs.get("schedule"), dict):
+        kwargs["schedule"] = schedules.deserialize(kwargs["schedule"])
+    try:
+        schedule = schedules.SCHEDULES[args.name](**kwargs)
+    except (TypeError, ValueError) as exc:
+        parser.error(f"{args.name}: {exc}")
+    print(f"# {schedule!r}")
+    print(f"{'step':>8}  {'lr':>14}")
+    import numpy as np
+    for step, value in zip(range(args.steps), schedule(np.arange(args.steps))):
+        print(f"{step:>8}  {value:>14.8g}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="lrcore", description="lrcore command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("demo", help="run the seed experiments: SGD on (w + 1)^2 at several rates")
+    commands.add_parser("demo", help="the seed experiments: SGD on (w + 1)^2 at several rates, "
+                                     "a decaying rate, and five optimizers compared")
+    sched = commands.add_parser(
+        "schedule", help="print a learning-rate schedule, step by step",
+        description="Print NAME's learning rate at steps 0 .. N-1, e.g. "
+                    "lrcore schedule CosineDecay initial_learning_rate=0.1 decay_steps=100")
+    sched.add_argument("name", metavar="NAME", help="a schedule of lrcore.schedules")
+    sched.add_argument("arguments", nargs="*", type=parse_assignment, metavar="key=value",
+                       help="the schedule's keyword arguments")
+    sched.add_argument("--steps", type=int, default=20, metavar="N", help="steps to print (20)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from lrcore import demo
         demo.run()
+    elif args.command == "schedule":
+        if args.steps < 0:
+            sched.error(f"--steps must be >= 0, got {args.steps}")
+        schedule_command(sched, args)
     return 0
 
 

@@ -4,7 +4,9 @@
    swings between 5 and −7 forever, too small a one (0.0001) creeps, and 0.2 / 0.3 converge to
    the minimum w = −1, reproducing the tutorial's printed TensorFlow traces digit for digit
    (all arithmetic in float32, as there).
-2. SGD, momentum, Adagrad, RMSprop and Adam on that loss and on ill-conditioned quadratics
+2. The same descent under an exponentially decaying rate (0.1 · 0.99^step, staircase), the
+   tutorial's `tf.train.exponential_decay` run, with the rate printed at each step.
+3. SGD, momentum, Adagrad, RMSprop and Adam on that loss and on ill-conditioned quadratics
    ½(x² + κ·y²): steps to reach the minimum, each at its best rate from a grid. SGD's rate is
    capped by the steep direction (lr < 2/κ), so the flat one crawls; the adaptive optimizers
    scale each coordinate by its own gradient history and need the same number of steps
@@ -13,6 +15,7 @@
 import numpy as np
 
 import lrcore
+from lrcore import schedules
 
 # (lr, what the reader should see)
 RUNS = (
@@ -24,10 +27,16 @@ RUNS = (
 SHOWN_STEPS = (0, 1, 2, 3, 4, 5, 9, 19, 29, 39)
 
 
-def descend(lr, steps=40, w0=5.0):
-    """Minimize (w + 1)² with lrcore.SGD(lr) from w0, in float32.
+# The tutorial's decaying rate: LEARNING_RATE_BASE 0.1, LEARNING_RATE_DECAY 0.99,
+# LEARNING_RATE_STEP 1, staircase.
+SEED_DECAY = schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.99, staircase=True)
 
-    Returns [(k, w, loss)] after each update k, w and loss as float32 values.
+
+def descend(lr, steps=40, w0=5.0):
+    """Minimize (w + 1)² with lrcore.SGD(lr) from w0, in float32; lr may be a schedule.
+
+    Returns [(k, w, loss, next_lr)] after each update k: w and loss as float32 values, and
+    next_lr the rate the next update will use (what the tutorial prints after each step).
     """
     w = np.array([w0], dtype=np.float32)
     state = lrcore.SGD(lr=lr)
@@ -35,13 +44,14 @@ def descend(lr, steps=40, w0=5.0):
     for k in range(steps):
         grad = np.float32(2) * w + np.float32(2)      # d/dw (w + 1)²
         lrcore.step(w, grad, state)
-        trace.append((k, w[0], np.square(w[0] + np.float32(1))))
+        trace.append((k, w[0], np.square(w[0] + np.float32(1)), state.current_lr))
     return trace
 
 
-def format_table(trace, shown=SHOWN_STEPS):
-    lines = [f"  {'step':>5}  {'w':>12}  {'loss':>12}"]
-    lines += [f"  {k:>5}  {w:>12f}  {loss:>12f}" for k, w, loss in trace if k in shown]
+def format_table(trace, shown=SHOWN_STEPS, with_lr=False):
+    lines = [f"  {'step':>5}  {'w':>12}  {'loss':>12}" + (f"  {'next lr':>10}" if with_lr else "")]
+    lines += [f"  {k:>5}  {w:>12f}  {loss:>12f}" + (f"  {lr:>10f}" if with_lr else "")
+              for k, w, loss, lr in trace if k in shown]
     return lines
 
 
@@ -117,6 +127,11 @@ def run(out=print):
         out(f"lr = {lr:g}: {meaning}")
         for line in format_table(descend(lr)):
             out(line)
+    out("")
+    out(f"lr = {SEED_DECAY!r}:")
+    out("the rate shrinks 1 % a step (evaluated inside the compiled step), so w still converges")
+    for line in format_table(descend(SEED_DECAY), with_lr=True):
+        out(line)
     out("")
     out(f"Steps until every coordinate is within {TOLERANCE:g} of the minimum, each optimizer at")
     out(f"its best lr from {{{', '.join(f'{lr:g}' for lr in LR_GRID)}}}, at most {MAX_STEPS} steps,")

@@ -4,11 +4,13 @@ A state is bound to its arrays' shapes and dtypes by its first step, which alloc
 buffers its options need. Everything a step could reject is checked before anything is
 written (lrcore._validate), so after an error params and state are exactly as they were.
 """
+import math
 import numbers
 
 import numpy as np
 
 from lrcore import _backend, _validate, reference
+from lrcore.schedules import LearningRateSchedule
 
 
 class Optimizer:
@@ -34,20 +36,31 @@ class Optimizer:
 
     def _step(self, params, grads):
         params, grads = _validate.as_lists(params, grads)
-        lr = self._lr_at(self._step_count)
-        if self._signature is None:
+        binding = self._signature is None
+        if binding:     # the first step binds the state; undone below if the step fails
             _validate.check_step(params, grads, None, {})
             self._bind(params)
-        if _backend.active == "cython":
-            _backend._kernels.step(self._kernel_kind, params, grads, self._buffers,
-                                   self._kernel_hyper, lr, self._array_steps, self._signature)
-        else:
-            _validate.check_step(params, grads, self._signature, self._buffers)
-            for i, (p, g) in enumerate(zip(params, grads)):
-                buffers = {name: arrays[i] for name, arrays in self._buffers.items()}
-                self._reference(p, g, step=int(self._array_steps[i]), lr=lr,
-                                **buffers, **self._update_hyper)
-            self._array_steps += 1
+        try:
+            if _backend.active == "cython":
+                # a built-in schedule is evaluated inside the kernel call, in C
+                lr = self._lr._compiled() if isinstance(self._lr, LearningRateSchedule) \
+                    else self._lr_at(self._step_count)
+                lr = _backend._kernels.step(
+                    self._kernel_kind, params, grads, self._buffers, self._kernel_hyper, lr,
+                    self._step_count, self._array_steps, self._signature)
+            else:
+                lr = self._lr_at(self._step_count)
+                _validate.check_step(params, grads, self._signature, self._buffers)
+                for i, (p, g) in enumerate(zip(params, grads)):
+                    buffers = {name: arrays[i] for name, arrays in self._buffers.items()}
+                    self._reference(p, g, step=int(self._array_steps[i]), lr=lr,
+                                    **buffers, **self._update_hyper)
+                self._array_steps += 1
+        except BaseException:
+            if binding:
+                self._signature, self._buffers = None, {}
+                self._array_steps = np.zeros(0, dtype=np.int64)
+            raise
         self._step_count += 1
         return lr
 
@@ -73,7 +86,7 @@ class Optimizer:
 
     @property
     def lr(self):
-        """The learning rate as given: a number, or a callable step -> float."""
+        """The learning rate as given: a number, an lrcore schedule, or a callable step -> float."""
         return self._lr
 
     @lr.setter
@@ -84,6 +97,12 @@ class Optimizer:
             self._lr = _validate.real(value, "lr")
 
     def _lr_at(self, step):
+        if isinstance(self._lr, LearningRateSchedule):
+            # a schedule's value is used as computed (NoisyLinearCosineDecay may dip below 0)
+            value = self._lr(step)
+            if not math.isfinite(value):
+                raise ValueError(f"lr schedule gave {value} at step {step}; expected a finite number")
+            return value
         if not callable(self._lr):
             return self._lr
         value = self._lr(step)

@@ -8,12 +8,15 @@ arrays of the call. The checks here are boolean and cheap; when one fails, the P
 validator (lrcore/_validate.py) is asked to raise, so both backends give the same messages.
 """
 from libc.stdint cimport int64_t
+from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free, qsort
+import numpy as np
 cimport numpy as cnp
 
 from kernels cimport (lrc_hyper, lrc_array, lrc_kind, LRC_FLOAT32, LRC_FLOAT64,
                       LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM,
                       lrc_required_buffers, lrc_update)
+from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value, lrc_normal
 
 cnp.import_array()
 
@@ -39,6 +42,81 @@ HYPER_FIELDS = ("weight_decay", "momentum", "dampening", "beta1", "beta2", "eps"
 
 cdef enum:
     STACK_ARRAYS = 32   # arrays of a call up to this count live on the stack; more are malloc'd
+
+# Schedule kinds, in the order of lrc_schedule_kind.
+SCHEDULE_KINDS = ("Constant", "PiecewiseConstant", "ExponentialDecay", "NaturalExpDecay",
+                  "InverseTimeDecay", "PolynomialDecay", "CosineDecay", "CosineDecayRestarts",
+                  "LinearCosineDecay", "NoisyLinearCosineDecay", "Warmup")
+
+
+cdef class CompiledSchedule:
+    """A learning-rate schedule as src/schedules.h evaluates it: built once by
+    lrcore.schedules (keywords are lrc_schedule's fields), then read by step() in C at
+    every update."""
+    cdef lrc_schedule s
+    cdef object _keep          # the arrays and the inner schedule that s points into
+
+    def __init__(self, str kind, *, double initial=0, double steps=0, double rate=0,
+                 double end=0, double power=0, double alpha=0, double beta=0,
+                 double num_periods=0, double t_mul=0, double m_mul=0,
+                 double initial_variance=0, double variance_decay=0, bint staircase=False,
+                 bint cycle=False, bint linear=False, unsigned long long seed=0,
+                 boundaries=None, values=None, CompiledSchedule inner=None):
+        cdef cnp.ndarray b, v
+        self.s.kind = <lrc_schedule_kind><int>SCHEDULE_KINDS.index(kind)
+        self.s.initial, self.s.steps, self.s.rate, self.s.end = initial, steps, rate, end
+        self.s.power, self.s.alpha, self.s.beta = power, alpha, beta
+        self.s.num_periods, self.s.t_mul, self.s.m_mul = num_periods, t_mul, m_mul
+        self.s.initial_variance, self.s.variance_decay = initial_variance, variance_decay
+        self.s.staircase, self.s.cycle, self.s.linear, self.s.seed = staircase, cycle, linear, seed
+        self.s.boundaries = self.s.values = NULL
+        self.s.count = 0
+        self.s.inner = NULL
+        self._keep = []
+        if kind == "PiecewiseConstant":
+            b = np.ascontiguousarray(boundaries, dtype=np.float64)
+            v = np.ascontiguousarray(values, dtype=np.float64)
+            if b.ndim != 1 or v.ndim != 1 or v.shape[0] != b.shape[0] + 1:
+                raise ValueError("values must hold one more entry than boundaries")
+            self.s.boundaries = <const double *>cnp.PyArray_DATA(b)
+            self.s.values = <const double *>cnp.PyArray_DATA(v)
+            self.s.count = b.shape[0]
+            self._keep = [b, v]
+        elif kind == "Warmup":
+            if inner is None:
+                raise TypeError("Warmup needs the inner schedule")
+            self.s.inner = &inner.s
+            self._keep = [inner]
+
+    def value(self, int64_t step):
+        """The schedule at one step."""
+        return lrc_schedule_value(&self.s, step)
+
+    def values(self, cnp.ndarray steps not None):
+        """The schedule at each step of a C-contiguous int64 array (>= 0), as float64."""
+        if cnp.PyArray_TYPE(steps) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(steps):
+            raise TypeError("steps must be a C-contiguous int64 array")
+        cdef cnp.ndarray out = np.empty_like(steps, dtype=np.float64)
+        cdef const int64_t *s = <const int64_t *>cnp.PyArray_DATA(steps)
+        cdef double *o = <double *>cnp.PyArray_DATA(out)
+        cdef Py_ssize_t i, n = cnp.PyArray_SIZE(steps)
+        with nogil:
+            for i in range(n):
+                o[i] = lrc_schedule_value(&self.s, s[i])
+        return out
+
+
+def normal_noise(unsigned long long seed, cnp.ndarray steps not None):
+    """lrc_normal(seed, step) for each step of an int64 array: NoisyLinearCosineDecay's draws."""
+    cdef cnp.ndarray s = np.ascontiguousarray(steps, dtype=np.int64)
+    cdef cnp.ndarray out = np.empty_like(s, dtype=np.float64)
+    cdef const int64_t *sp = <const int64_t *>cnp.PyArray_DATA(s)
+    cdef double *o = <double *>cnp.PyArray_DATA(out)
+    cdef Py_ssize_t i
+    for i in range(cnp.PyArray_SIZE(s)):
+        o[i] = lrc_normal(seed, sp[i])
+    return out
+
 
 cdef struct Span:           # a byte range one array occupies, for the overlap check
     size_t start
@@ -143,14 +221,15 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
     return pos == siglen and _spans_disjoint(spans, nspans)
 
 
-def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr,
-         cnp.ndarray array_steps not None, cnp.ndarray signature not None):
-    """Update every array of `params` in place with one kernel pass each, in one nogil region.
+def step(int kind, list params, list grads, dict buffers, tuple hyper, object lr,
+         int64_t step_count, cnp.ndarray array_steps not None, cnp.ndarray signature not None):
+    """Update every array of `params` in place with one kernel pass each, in one nogil region;
+    return the learning rate used.
 
     kind: SGD, ADAGRAD, RMSPROP or ADAM. buffers: the state's {name: [array per param]},
     named as in BUFFER_SLOTS.
-    hyper: the values of HYPER_FIELDS. lr: this update's
-    rate. array_steps (int64, one per array) is incremented for each updated array.
+    hyper: the values of HYPER_FIELDS. lr: this update's rate,
+    or a CompiledSchedule evaluated here at step_count (the state's completed steps). array_steps (int64, one per array) is incremented for each updated array.
     signature (int64): typenum, ndim, dims... per array, recorded by the state's first step.
     Raises what lrcore._validate raises, before anything is written.
     """
@@ -164,6 +243,7 @@ def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr
     cdef int64_t *steps
     cdef bint ok
     cdef int required
+    cdef double rate
     cdef list slots
     if kind not in BUFFER_SLOTS:
         raise ValueError(f"kind must be one of the kernels' optimizer kinds, got {kind}")
@@ -173,7 +253,13 @@ def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr
             or not cnp.PyArray_ISWRITEABLE(array_steps)):
         raise TypeError("array_steps and signature must be C-contiguous int64 arrays")
     k = <lrc_kind>kind
-    h.lr = lr
+    if type(lr) is CompiledSchedule:
+        rate = lrc_schedule_value(&(<CompiledSchedule>lr).s, step_count)
+        if not isfinite(rate):
+            raise ValueError(f"lr schedule gave {rate} at step {step_count}; expected a finite number")
+    else:
+        rate = lr
+    h.lr = rate
     (h.weight_decay, h.momentum, h.dampening, h.beta1, h.beta2, h.eps, h.alpha, h.lr_decay,
      h.nesterov, h.centered, h.amsgrad, h.decoupled_weight_decay, h.maximize) = hyper
     required = lrc_required_buffers(k, &h)
@@ -204,4 +290,4 @@ def step(int kind, list params, list grads, dict buffers, tuple hyper, double lr
         if arrays != stack_arrays:
             free(arrays)
             free(spans)
-    return lr
+    return rate

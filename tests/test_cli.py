@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import lrcore
 
 
@@ -25,6 +27,7 @@ def test_demo_prints_the_four_runs(compiled):
     assert ["3", "-0.846400", "0.023593"] in rows            # seed 003, fourth row
     assert ["1", "5.000000", "36.000000"] in rows            # lr = 1 swings back to 5
     assert ["39", "4.952183", "35.428478"] in rows           # lr = 0.0001 after 40 steps
+    assert ["1", "2.849600", "14.819419", "0.098010"] in rows   # the decaying rate, seed 001
 
 
 def test_bad_arguments_exit_2_with_usage():
@@ -33,6 +36,40 @@ def test_bad_arguments_exit_2_with_usage():
     assert "usage: lrcore" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_help_lists_the_demo():
+def test_help_lists_the_commands():
     out = run_cli("--help")
-    assert out.returncode == 0 and "demo" in out.stdout
+    assert out.returncode == 0 and "demo" in out.stdout and "schedule" in out.stdout
+
+
+def test_schedule_prints_step_and_rate():
+    out = run_cli("schedule", "ExponentialDecay", "initial_learning_rate=0.1", "decay_steps=1",
+                  "decay_rate=0.99", "staircase=true", "--steps", "4")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == ("# ExponentialDecay(initial_learning_rate=0.1, decay_steps=1, "
+                        "decay_rate=0.99, staircase=True)")
+    rows = [line.split() for line in lines[2:]]
+    assert [int(s) for s, _ in rows] == [0, 1, 2, 3]
+    assert [float(v) for _, v in rows] == pytest.approx([0.1, 0.099, 0.09801, 0.0970299])
+
+
+def test_schedule_warmup_takes_a_nested_schedule():
+    inner = "{'class_name': 'CosineDecay', 'config': {'initial_learning_rate': 1.0, 'decay_steps': 4}}"
+    out = run_cli("schedule", "Warmup", f"schedule={inner}", "warmup_steps=2", "--steps", "7")
+    assert out.returncode == 0, out.stderr
+    values = [float(line.split()[1]) for line in out.stdout.splitlines()[2:]]
+    assert values == pytest.approx([0.0, 0.5, 1.0, 0.85355339, 0.5, 0.14644661, 0.0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["schedule", "Bogus"], "unknown schedule 'Bogus'"),
+    (["schedule", "CosineDecay", "initial_learning_rate=1", "decay_steps=0"],
+     "CosineDecay: decay_steps must be a finite number > 0, got 0"),
+    (["schedule", "CosineDecay", "decay_steps=10"], "CosineDecay:"),
+    (["schedule", "CosineDecay", "oops"], "expected key=value, got 'oops'"),
+    (["schedule", "Constant", "learning_rate=1", "--steps", "-3"], "--steps must be >= 0"),
+])
+def test_schedule_bad_arguments_are_one_line_errors(args, message):
+    out = run_cli(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr

@@ -26,9 +26,16 @@ def test_ci_runs_the_readme_commands():
         assert command in ci
 
 
-def test_readme_example_runs(compiled, capsys):
-    exec(compile(code_blocks("python")[0], "README example", "exec"), {})
+def test_readme_examples_run_and_print_what_they_say(compiled, capsys):
+    training, schedule = code_blocks("python")[:2]
+    namespace = {}
+    exec(compile(training, "README example", "exec"), namespace)
     printed = capsys.readouterr().out
     w = np.array(printed[printed.index("[") + 1:printed.index("]")].split(), dtype=float)
     np.testing.assert_allclose(w, np.arange(8), atol=0.01)
     assert printed.rstrip().endswith("200")
+
+    exec(compile(schedule, "README schedule example", "exec"), namespace)
+    printed = capsys.readouterr().out.strip()
+    claimed = re.search(r"# (\[.*\])", schedule).group(1)
+    assert printed == claimed

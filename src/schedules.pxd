@@ -1,0 +1,42 @@
+# Cython view of src/schedules.h.
+from libc.stdint cimport int64_t, uint64_t
+
+cdef extern from "schedules.h" nogil:
+    ctypedef enum lrc_schedule_kind:
+        LRC_CONSTANT
+        LRC_PIECEWISE_CONSTANT
+        LRC_EXPONENTIAL_DECAY
+        LRC_NATURAL_EXP_DECAY
+        LRC_INVERSE_TIME_DECAY
+        LRC_POLYNOMIAL_DECAY
+        LRC_COSINE_DECAY
+        LRC_COSINE_DECAY_RESTARTS
+        LRC_LINEAR_COSINE_DECAY
+        LRC_NOISY_LINEAR_COSINE_DECAY
+        LRC_WARMUP
+
+    ctypedef struct lrc_schedule:
+        lrc_schedule_kind kind
+        double initial
+        double steps
+        double rate
+        double end
+        double power
+        double alpha
+        double beta
+        double num_periods
+        double t_mul
+        double m_mul
+        double initial_variance
+        double variance_decay
+        int staircase
+        int cycle
+        int linear
+        uint64_t seed
+        const double *boundaries
+        const double *values
+        int64_t count
+        const lrc_schedule *inner
+
+    double lrc_schedule_value(const lrc_schedule *s, int64_t step)
+    double lrc_normal(uint64_t seed, int64_t step)
