@@ -8,23 +8,39 @@ reference implementation (lrcore.reference) when they are unavailable or when
 LRCORE_BACKEND=numpy / set_backend("numpy") asks for it.
 """
 from lrcore import _backend, schedules
-from lrcore._backend import set_backend
-from lrcore.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from lrcore._backend import get_num_threads, set_backend, set_num_threads
+from lrcore.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, python_step
 
 __version__ = "0.1.0"
-__all__ = ["step", "schedules", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Optimizer", "set_backend", "backend", "__version__"]
+__all__ = ["step", "schedules", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Optimizer",
+           "set_backend", "backend", "set_num_threads", "get_num_threads", "build_info",
+           "__version__"]
 
 
-def step(params, grads, state):
-    """Apply one update of `state`'s optimizer to `params`, in place; return the lr it used.
+if _backend._kernels is not None:
+    step = _backend._kernels.step       # compiled; falls back to python_step where it must
+else:
+    def step(params, grads, state):
+        """Apply one update of `state`'s optimizer to `params`, in place; return the lr used.
 
-    params: a float32/float64 C-contiguous writeable ndarray, or a list/tuple of them.
-    grads: the same structure (same count, shapes, dtypes); never written.
-    state: an optimizer state such as lrcore.SGD(...). Update k = state.step_count uses
-    lr(k); afterwards state.step_count == k + 1. On any error (TypeError / ValueError naming
-    the argument) nothing has been modified.
-    """
-    return state._step(params, grads)
+        params: a float32/float64 C-contiguous writeable ndarray, or a list/tuple of them.
+        grads: the same structure (same count, shapes, dtypes); never written.
+        state: an optimizer state such as lrcore.SGD(...). Update k = state.step_count uses
+        lr(k); afterwards state.step_count == k + 1. On any error (TypeError / ValueError
+        naming the argument) nothing has been modified.
+        """
+        return python_step(params, grads, state)
+
+
+def build_info():
+    """{"version", "backend", "numpy", and, with the extension: "compiler", "isa_compiled",
+    "isa_dispatched", "openmp" (the _OPENMP date, 0 without), "num_threads"}."""
+    import numpy
+    info = {"version": __version__, "backend": _backend.active, "numpy": numpy.__version__,
+            "num_threads": get_num_threads()}
+    if _backend._kernels is not None:
+        info.update(_backend._kernels.build_info())
+    return info
 
 
 def __getattr__(name):

@@ -1,8 +1,10 @@
-"""Which implementation runs the step: the compiled kernels or the numpy reference.
+"""Which implementation runs the step, and on how many threads.
 
 LRCORE_BACKEND=numpy (or set_backend("numpy")) selects the reference; "cython" demands the
 compiled kernels and fails loudly without them; unset or "auto" uses the kernels when they
-import and otherwise warns once and falls back to the reference.
+import and otherwise warns once and falls back to the reference. LRCORE_NUM_THREADS (or
+set_num_threads(n)) caps the threads of a large compiled step; the default is the number of
+cores this process may run on.
 """
 import importlib
 import os
@@ -39,6 +41,40 @@ def set_backend(name):
                           RuntimeWarning, stacklevel=3)
             _warned = True
         active = "numpy"
+    if _kernels is not None:
+        _kernels.set_active(active == "cython")
+
+
+_num_threads = 1
+
+
+def set_num_threads(n):
+    """Use up to n threads for a large step (results are bit-identical for any n)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if _kernels is not None:
+        _kernels.set_num_threads(n)
+    _num_threads = n
+
+
+def get_num_threads():
+    """The thread cap of the compiled step."""
+    return _num_threads
+
+
+def _default_threads():
+    value = os.environ.get("LRCORE_NUM_THREADS", "").strip()
+    if value:
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"LRCORE_NUM_THREADS must be an int >= 1, got {value!r}") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:       # not on Linux
+        return os.cpu_count() or 1
 
 
 set_backend(os.environ.get("LRCORE_BACKEND", "").strip().lower() or "auto")
+set_num_threads(_default_threads())

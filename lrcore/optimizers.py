@@ -15,60 +15,60 @@ from lrcore.schedules import LearningRateSchedule
 
 class Optimizer:
     """Base of the optimizer states. Subclasses set the class attributes below, validate their
-    hyperparameters in __init__ and name their buffers in _buffers_needed()."""
+    hyperparameters in __init__ and name their buffers in _buffers_needed().
+
+    What a step reads and writes (counts, binding, buffers, the lr source) lives in
+    self._core: the compiled StepCore of src/_kernels.pyx, or _Core below when the extension
+    is absent; the steady-state compiled step reads it without running Python code.
+    """
 
     _kernel_kind = None       # the kind constant of src/_kernels.pyx
     _reference = None         # the lrcore.reference function, called once per array
     _init_only = ()           # hyperparameters used to allocate buffers, not by the update
 
     def __init__(self, lr, **hyper):
-        self.lr = lr
         self._hyper = hyper
         self._update_hyper = {k: v for k, v in hyper.items() if k not in self._init_only}
-        values = self._kernel_values()
-        self._kernel_hyper = tuple(values.get(name, 0) for name in _kernel_hyper_fields())
-        self._step_count = 0
-        self._array_steps = np.zeros(0, dtype=np.int64)
-        self._signature = None     # bound by the first step: see _validate.signature_of()
-        self._buffers = {}
+        kernels = _backend._kernels
+        if kernels is None:
+            self._core = _Core()
+        else:
+            values = self._kernel_values()
+            self._core = kernels.StepCore(self._kernel_kind, tuple(
+                values.get(name, 0) for name in kernels.HYPER_FIELDS))
+        self.lr = lr
 
     # -- the step --------------------------------------------------------------------
 
     def _step(self, params, grads):
+        """The step in Python: the first step (which binds the state), the numpy backend, and
+        whatever the compiled entry point leaves to it (lrcore.step)."""
         params, grads = _validate.as_lists(params, grads)
-        binding = self._signature is None
+        core = self._core
+        binding = core.signature is None
         if binding:     # the first step binds the state; undone below if the step fails
             _validate.check_step(params, grads, None, {})
-            self._bind(params)
+            core.bind(_validate.signature_of((p.dtype, p.shape) for p in params),
+                      np.zeros(len(params), dtype=np.int64),
+                      {name: [np.full_like(p, self._buffer_start(name)) for p in params]
+                       for name in self._buffers_needed()})
         try:
+            lr = self._lr_at(core.step_count)
             if _backend.active == "cython":
-                # a built-in schedule is evaluated inside the kernel call, in C
-                lr = self._lr._compiled() if isinstance(self._lr, LearningRateSchedule) \
-                    else self._lr_at(self._step_count)
-                lr = _backend._kernels.step(
-                    self._kernel_kind, params, grads, self._buffers, self._kernel_hyper, lr,
-                    self._step_count, self._array_steps, self._signature)
+                core.run(params, grads, lr)
             else:
-                lr = self._lr_at(self._step_count)
-                _validate.check_step(params, grads, self._signature, self._buffers)
+                _validate.check_step(params, grads, core.signature, core.buffers)
                 for i, (p, g) in enumerate(zip(params, grads)):
-                    buffers = {name: arrays[i] for name, arrays in self._buffers.items()}
-                    self._reference(p, g, step=int(self._array_steps[i]), lr=lr,
+                    buffers = {name: arrays[i] for name, arrays in core.buffers.items()}
+                    self._reference(p, g, step=int(core.array_steps[i]), lr=lr,
                                     **buffers, **self._update_hyper)
-                self._array_steps += 1
+                core.array_steps[...] += 1       # in place: the core owns the array
         except BaseException:
             if binding:
-                self._signature, self._buffers = None, {}
-                self._array_steps = np.zeros(0, dtype=np.int64)
+                core.unbind()
             raise
-        self._step_count += 1
+        core.step_count += 1
         return lr
-
-    def _bind(self, params):
-        self._signature = _validate.signature_of((p.dtype, p.shape) for p in params)
-        self._array_steps = np.zeros(len(params), dtype=np.int64)
-        self._buffers = {name: [np.full_like(p, self._buffer_start(name)) for p in params]
-                         for name in self._buffers_needed()}
 
     def _buffers_needed(self):
         """Names of the buffers the current options need (torch's names)."""
@@ -91,10 +91,17 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        if callable(value):
-            self._lr = value
+        if not callable(value):
+            value = _validate.real(value, "lr")
+        self._lr = value
+        # what the compiled step evaluates: a rate, a compiled schedule, or None for a
+        # Python callable (called through _lr_at)
+        if isinstance(value, float):
+            self._core.lr = value
+        elif isinstance(value, LearningRateSchedule) and _backend._kernels is not None:
+            self._core.lr = value._compiled()
         else:
-            self._lr = _validate.real(value, "lr")
+            self._core.lr = None
 
     def _lr_at(self, step):
         if isinstance(self._lr, LearningRateSchedule):
@@ -114,25 +121,25 @@ class Optimizer:
     @property
     def current_lr(self):
         """The learning rate the next step will use: lr evaluated at step_count."""
-        return self._lr_at(self._step_count)
+        return self._lr_at(self._core.step_count)
 
     # -- counts and buffers ----------------------------------------------------------
 
     @property
     def step_count(self):
         """Number of completed steps; update k uses lr(k), bias corrections t = k + 1."""
-        return self._step_count
+        return self._core.step_count
 
     @property
     def array_steps(self):
         """Per array, how many updates it has received (drives the first-momentum-step rule)."""
-        return self._array_steps.tolist()
+        return self._core.array_steps.tolist()
 
     @property
     def buffers(self):
         """{name: [one read-only view per param array]}; {} before the first step."""
         out = {}
-        for name, arrays in self._buffers.items():
+        for name, arrays in self._core.buffers.items():
             views = []
             for b in arrays:
                 v = b.view()
@@ -148,15 +155,16 @@ class Optimizer:
         {"optimizer", "lr", "hyperparameters", "step_count", "array_steps",
         "arrays": [(dtype name, shape) per param array, as bound by the first step],
         "buffers": {name: [array per param]}}."""
-        arrays = [] if self._signature is None else _validate.describe(self._signature)
+        core = self._core
+        arrays = [] if core.signature is None else _validate.describe(core.signature)
         return {
             "optimizer": type(self).__name__,
             "lr": self._lr,
             "hyperparameters": dict(self._hyper),
-            "step_count": self._step_count,
-            "array_steps": self._array_steps.tolist(),
+            "step_count": core.step_count,
+            "array_steps": core.array_steps.tolist(),
             "arrays": [(dtype.name, shape) for dtype, shape in arrays],
-            "buffers": {name: [b.copy() for b in bufs] for name, bufs in self._buffers.items()},
+            "buffers": {name: [b.copy() for b in bufs] for name, bufs in core.buffers.items()},
         }
 
     def load_state_dict(self, state_dict):
@@ -204,23 +212,42 @@ class Optimizer:
                     for b, (dtype, shape) in zip(bufs, arrays)):
                 raise ValueError(f"state_dict['buffers'][{key!r}] must hold one array per "
                                  f"param, of shapes and dtypes {state_dict['arrays']}")
-        self._lr, self._hyper = fresh._lr, fresh._hyper
-        self._update_hyper, self._kernel_hyper = fresh._update_hyper, fresh._kernel_hyper
-        self._step_count = int(step_count)
-        self._array_steps = np.array(steps, dtype=np.int64).reshape(len(arrays))
-        self._signature = _validate.signature_of(arrays) if arrays else None
-        self._buffers = {key: [np.array(b, order="C", copy=True) for b in buffers[key]]
-                         for key in needed}
+        core = fresh._core
+        core.step_count = int(step_count)
+        if arrays:
+            core.bind(_validate.signature_of(arrays), np.array(steps, dtype=np.int64),
+                      {key: [np.array(b, order="C", copy=True) for b in buffers[key]]
+                       for key in needed})
+        self._lr, self._hyper, self._update_hyper, self._core = \
+            fresh._lr, fresh._hyper, fresh._update_hyper, core
 
     def __repr__(self):
         args = [f"lr={self._lr!r}"] + [f"{k}={v!r}" for k, v in self._hyper.items()]
         return f"{type(self).__name__}({', '.join(args)})"
 
 
-def _kernel_hyper_fields():
-    if _backend._kernels is not None:
-        return _backend._kernels.HYPER_FIELDS
-    return ()
+class _Core:
+    """A state's counts, binding and buffers when the compiled kernels are absent: the same
+    attributes as the compiled StepCore (src/_kernels.pyx), for the numpy backend."""
+
+    def __init__(self):
+        self.lr = None
+        self.step_count = 0
+        self.unbind()
+
+    def bind(self, signature, array_steps, buffers):
+        self.signature, self.array_steps, self.buffers = signature, array_steps, buffers
+
+    def unbind(self):
+        self.signature, self.array_steps, self.buffers = None, np.zeros(0, dtype=np.int64), {}
+
+
+def python_step(params, grads, state):
+    """lrcore.step without the compiled entry point (and its fallback for what that leaves)."""
+    if not isinstance(state, Optimizer):
+        raise TypeError(f"state must be an lrcore optimizer state such as lrcore.SGD(...), "
+                        f"got {type(state).__name__}")
+    return state._step(params, grads)
 
 
 def _hyperparameter(name, doc):

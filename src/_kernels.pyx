@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, binding=True
 """Compiled optimizer step: lrcore's fast path.
 
 Modelled on numpy/random/_common.pyx: every buffer is checked with the GIL held (type,
@@ -9,14 +9,23 @@ validator (lrcore/_validate.py) is asked to raise, so both backends give the sam
 """
 from libc.stdint cimport int64_t
 from libc.math cimport isfinite
-from libc.stdlib cimport malloc, free, qsort
+from libc.stdlib cimport malloc, free
 import numpy as np
 cimport numpy as cnp
 
 from kernels cimport (lrc_hyper, lrc_array, lrc_kind, LRC_FLOAT32, LRC_FLOAT64,
-                      LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM,
-                      lrc_required_buffers, lrc_update)
+                      LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM, lrc_required_buffers,
+                      lrc_run, lrc_isa_dispatched, LRC_ISA_COMPILED, LRC_COMPILER, LRC_OPENMP)
 from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value, lrc_normal
+
+cdef extern from "overlap.h" nogil:
+    ctypedef struct lrc_span "lrc_span":
+        size_t start
+        size_t end
+        int written
+    bint lrc_spans_disjoint(lrc_span *spans, Py_ssize_t n)
+
+ctypedef lrc_span Span
 
 cnp.import_array()
 
@@ -118,34 +127,6 @@ def normal_noise(unsigned long long seed, cnp.ndarray steps not None):
     return out
 
 
-cdef struct Span:           # a byte range one array occupies, for the overlap check
-    size_t start
-    size_t end
-    int written
-
-
-cdef int _span_cmp(const void *a, const void *b) noexcept nogil:
-    cdef size_t x = (<const Span *>a).start, y = (<const Span *>b).start
-    return (x > y) - (x < y)
-
-
-cdef bint _spans_disjoint(Span *spans, Py_ssize_t count) noexcept nogil:
-    """True when no written span overlaps any other span (read-only spans may overlap
-    each other). Sorted by start, a span overlaps an earlier one iff it starts before the
-    largest end seen so far; O(n log n) instead of comparing every pair."""
-    cdef size_t end_any = 0, end_written = 0
-    cdef Py_ssize_t i
-    qsort(spans, count, sizeof(Span), _span_cmp)
-    for i in range(count):
-        if spans[i].start < (end_any if spans[i].written else end_written):
-            return False
-        if spans[i].end > end_any:
-            end_any = spans[i].end
-        if spans[i].written and spans[i].end > end_written:
-            end_written = spans[i].end
-    return True
-
-
 cdef inline bint _float_array(object obj, int typenum, int flags) noexcept:
     """obj is an ndarray of typenum in native byte order with all of `flags` set."""
     if not cnp.PyArray_Check(obj):
@@ -218,76 +199,170 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
                 return False
             arrays[i].buf[j] = cnp.PyArray_DATA(b)
             _add_span(spans, &nspans, b, 1)
-    return pos == siglen and _spans_disjoint(spans, nspans)
+    return pos == siglen and lrc_spans_disjoint(spans, nspans)
 
 
-def step(int kind, list params, list grads, dict buffers, tuple hyper, object lr,
-         int64_t step_count, cnp.ndarray array_steps not None, cnp.ndarray signature not None):
-    """Update every array of `params` in place with one kernel pass each, in one nogil region;
-    return the learning rate used.
+# Module state, set through lrcore.set_num_threads / lrcore.set_backend.
+cdef int _num_threads = 1
+cdef bint _active = True      # is the compiled backend the active one?
+_python_step = None           # lrcore.optimizers.python_step, imported on first use
 
-    kind: SGD, ADAGRAD, RMSPROP or ADAM. buffers: the state's {name: [array per param]},
-    named as in BUFFER_SLOTS.
-    hyper: the values of HYPER_FIELDS. lr: this update's rate,
-    or a CompiledSchedule evaluated here at step_count (the state's completed steps). array_steps (int64, one per array) is incremented for each updated array.
-    signature (int64): typenum, ndim, dims... per array, recorded by the state's first step.
-    Raises what lrcore._validate raises, before anything is written.
+
+def set_num_threads(int n):
+    """Threads the kernels may use for a large call (1: the calling thread only)."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n}")
+    _num_threads = n
+
+
+def set_active(bint active):
+    """Whether lrcore.step runs the kernels (lrcore.set_backend sets this)."""
+    global _active
+    _active = active
+
+
+def build_info():
+    """What this extension was compiled with and what it dispatches to on this CPU."""
+    return {"compiler": LRC_COMPILER.decode(), "isa_compiled": LRC_ISA_COMPILED.decode().split(","),
+            "isa_dispatched": lrc_isa_dispatched().decode(), "openmp": LRC_OPENMP}
+
+
+cdef class StepCore:
+    """What the compiled step reads and writes of an optimizer state: the kernel kind and
+    hyperparameters, the lr source, the counts, the bound signature and the buffers.
+
+    lr is a float (a constant rate), a CompiledSchedule (evaluated here in C), or None (a
+    Python callable the state evaluates: the slow path). signature (int64: typenum, ndim,
+    dims... per array) is None until bind(), which the state's first step calls.
     """
-    cdef Py_ssize_t n = len(params), i
+    cdef readonly int kind
     cdef lrc_hyper h
-    cdef lrc_kind k
-    cdef lrc_array stack_arrays[STACK_ARRAYS]
-    cdef Span stack_spans[STACK_ARRAYS * 5]
-    cdef lrc_array *arrays = stack_arrays
-    cdef Span *spans = stack_spans
-    cdef int64_t *steps
-    cdef bint ok
-    cdef int required
+    cdef public object lr
+    cdef public int64_t step_count
+    cdef readonly cnp.ndarray array_steps      # updated in place, never replaced but by bind()
+    cdef readonly object signature
+    cdef readonly dict buffers
+    cdef list slots               # per lrc_array.buf slot: the list of arrays, or None
+
+    def __init__(self, int kind, tuple hyper):
+        if kind not in BUFFER_SLOTS:
+            raise ValueError(f"kind must be one of the kernels' optimizer kinds, got {kind}")
+        self.kind = kind
+        self.h.lr = 0.0
+        (self.h.weight_decay, self.h.momentum, self.h.dampening, self.h.beta1, self.h.beta2,
+         self.h.eps, self.h.alpha, self.h.lr_decay, self.h.nesterov, self.h.centered,
+         self.h.amsgrad, self.h.decoupled_weight_decay, self.h.maximize) = hyper
+        self.lr = None
+        self.step_count = 0
+        self.unbind()
+
+    def bind(self, cnp.ndarray signature not None, cnp.ndarray array_steps not None, dict buffers):
+        """Bind to arrays: their signature, per-array update counts and the buffers."""
+        if (cnp.PyArray_TYPE(array_steps) != cnp.NPY_INT64 or cnp.PyArray_TYPE(signature) != cnp.NPY_INT64
+                or not cnp.PyArray_IS_C_CONTIGUOUS(array_steps)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(signature)
+                or not cnp.PyArray_ISWRITEABLE(array_steps)):
+            raise TypeError("array_steps and signature must be C-contiguous int64 arrays")
+        slots = [buffers.get(name) for name in BUFFER_SLOTS[self.kind]]
+        required = lrc_required_buffers(<lrc_kind>self.kind, &self.h)
+        for i in range(3):
+            if required & (1 << i) and slots[i] is None:    # the kernel would write through NULL
+                raise ValueError(f"buffers must hold {BUFFER_SLOTS[self.kind][i]!r} for these options")
+        self.signature, self.array_steps, self.buffers, self.slots = signature, array_steps, buffers, slots
+
+    def unbind(self):
+        self.signature = None
+        self.array_steps = np.zeros(0, dtype=np.int64)
+        self.buffers = {}
+        self.slots = []
+
+    cdef double rate(self, object state) except? -1.0:
+        """The rate of update number step_count."""
+        cdef double rate
+        if type(self.lr) is float:
+            return <double>self.lr
+        if type(self.lr) is CompiledSchedule:
+            rate = lrc_schedule_value(&(<CompiledSchedule>self.lr).s, self.step_count)
+            if not isfinite(rate):
+                raise ValueError(f"lr schedule gave {rate} at step {self.step_count}; "
+                                 f"expected a finite number")
+            return rate
+        return state._lr_at(self.step_count)
+
+    def run(self, list params, list grads, double rate):
+        """Update every array of `params` in place at `rate`, in one nogil region, and count
+        one update per array (step_count is the caller's). Raises what
+        lrcore._validate.check_step raises, before anything is written."""
+        cdef Py_ssize_t n = len(params), i
+        cdef lrc_hyper h = self.h
+        cdef lrc_array stack_arrays[STACK_ARRAYS]
+        cdef Span stack_spans[STACK_ARRAYS * 5]
+        cdef lrc_array *arrays = stack_arrays
+        cdef Span *spans = stack_spans
+        cdef int64_t *steps
+        cdef int failed
+        if self.signature is None:
+            raise ValueError("the state is not bound to arrays yet")
+        h.lr = rate
+        if n > STACK_ARRAYS:
+            arrays = <lrc_array *>malloc(n * sizeof(lrc_array))
+            spans = <Span *>malloc(n * 5 * sizeof(Span))
+            if arrays == NULL or spans == NULL:
+                free(arrays)
+                free(spans)
+                raise MemoryError()
+        try:
+            if not _check_and_fill(params, grads, self.slots, self.signature, self.array_steps,
+                                   arrays, spans):
+                from lrcore._validate import check_step
+                check_step(params, grads, self.signature, self.buffers)
+                raise AssertionError(
+                    "lrcore internal error: the compiled checks rejected arrays that "
+                    "lrcore._validate.check_step accepts")
+            steps = <int64_t *>cnp.PyArray_DATA(self.array_steps)
+            with nogil:
+                failed = lrc_run(<lrc_kind>self.kind, &h, arrays, n, _num_threads)
+                if not failed:
+                    for i in range(n):
+                        steps[i] += 1
+            if failed:
+                raise MemoryError()
+        finally:
+            if arrays != stack_arrays:
+                free(arrays)
+                free(spans)
+
+
+def step(params, grads, state):
+    """Apply one update of `state`'s optimizer to `params`, in place; return the lr it used.
+
+    params: a float32/float64 C-contiguous writeable ndarray, or a list/tuple of them.
+    grads: the same structure (same count, shapes, dtypes); never written.
+    state: an optimizer state such as lrcore.SGD(...). Update k = state.step_count uses
+    lr(k); afterwards state.step_count == k + 1. On any error (TypeError / ValueError naming
+    the argument) nothing has been modified.
+    """
+    # The steady state runs here without a Python frame: a bound state, arrays in a list or
+    # alone. Everything else (first step, tuples, the numpy backend, errors of structure)
+    # goes through the state's Python _step.
+    global _python_step
+    cdef StepCore core
     cdef double rate
-    cdef list slots
-    if kind not in BUFFER_SLOTS:
-        raise ValueError(f"kind must be one of the kernels' optimizer kinds, got {kind}")
-    slots = [buffers.get(name) for name in BUFFER_SLOTS[kind]]
-    if (cnp.PyArray_TYPE(array_steps) != cnp.NPY_INT64 or cnp.PyArray_TYPE(signature) != cnp.NPY_INT64
-            or not cnp.PyArray_IS_C_CONTIGUOUS(array_steps) or not cnp.PyArray_IS_C_CONTIGUOUS(signature)
-            or not cnp.PyArray_ISWRITEABLE(array_steps)):
-        raise TypeError("array_steps and signature must be C-contiguous int64 arrays")
-    k = <lrc_kind>kind
-    if type(lr) is CompiledSchedule:
-        rate = lrc_schedule_value(&(<CompiledSchedule>lr).s, step_count)
-        if not isfinite(rate):
-            raise ValueError(f"lr schedule gave {rate} at step {step_count}; expected a finite number")
-    else:
-        rate = lr
-    h.lr = rate
-    (h.weight_decay, h.momentum, h.dampening, h.beta1, h.beta2, h.eps, h.alpha, h.lr_decay,
-     h.nesterov, h.centered, h.amsgrad, h.decoupled_weight_decay, h.maximize) = hyper
-    required = lrc_required_buffers(k, &h)
-    for i in range(3):
-        if required & (1 << i) and slots[i] is None:    # the kernel would write through NULL
-            raise ValueError(f"buffers must hold {BUFFER_SLOTS[kind][i]!r} for these options")
-    if n > STACK_ARRAYS:
-        arrays = <lrc_array *>malloc(n * sizeof(lrc_array))
-        spans = <Span *>malloc(n * 5 * sizeof(Span))
-        if arrays == NULL or spans == NULL:
-            free(arrays)
-            free(spans)
-            raise MemoryError()
-    try:
-        ok = _check_and_fill(params, grads, slots, signature, array_steps, arrays, spans)
-        if not ok:
-            from lrcore._validate import check_step
-            check_step(params, grads, signature, buffers)
-            raise AssertionError(
-                "lrcore internal error: the compiled checks rejected arrays that "
-                "lrcore._validate.check_step accepts")
-        steps = <int64_t *>cnp.PyArray_DATA(array_steps)
-        with nogil:
-            for i in range(n):
-                lrc_update(k, &h, &arrays[i])
-                steps[i] += 1
-    finally:
-        if arrays != stack_arrays:
-            free(arrays)
-            free(spans)
-    return rate
+    cdef object c
+    if _active:
+        c = getattr(state, "_core", None)
+        if type(c) is StepCore and (<StepCore>c).signature is not None:
+            core = <StepCore>c
+            if cnp.PyArray_Check(params) and cnp.PyArray_Check(grads):
+                params, grads = [params], [grads]
+            if type(params) is list and type(grads) is list and len(params) == len(grads) \
+                    and len(params) > 0:
+                rate = core.rate(state)
+                core.run(params, grads, rate)
+                core.step_count += 1
+                return rate
+    if _python_step is None:
+        from lrcore.optimizers import python_step
+        _python_step = python_step
+    return _python_step(params, grads, state)

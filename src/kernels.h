@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(_MSC_VER)
 #define LRC_RESTRICT __restrict
@@ -108,10 +109,32 @@ static inline int lrc_required_buffers(lrc_kind kind, const lrc_hyper *h)
         : fn##_f64((double *)(a)->param, (const double *)(a)->grad, (double *)(a)->buf[0], \
                    (double *)(a)->buf[1], (double *)(a)->buf[2], (a)->n, __VA_ARGS__))
 
+/* Runtime ISA dispatch: on x86-64 Linux with GCC, lrc_update is compiled once per target
+ * below and the loader picks the best the CPU supports (an ifunc), so the default build stays
+ * portable (no -march=native) and still runs AVX2 / AVX-512 loops. Every version performs the
+ * same IEEE operations (no FMA contraction), so results are bit-identical on every ISA. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(LRC_NO_DISPATCH)
+#define LRC_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#define LRC_ISA_COMPILED "avx512f,avx2,default"
+static inline const char *lrc_isa_dispatched(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return "avx512f";
+    if (__builtin_cpu_supports("avx2")) return "avx2";
+    return "default";
+}
+#else
+#define LRC_MULTIVERSION
+#define LRC_ISA_COMPILED "default"
+static inline const char *lrc_isa_dispatched(void) { return "default"; }
+#endif
+
 /* One optimizer update of one array. Per-array scalars that depend on the array's own update
  * number t = step + 1 (Adagrad's decayed rate, Adam's bias corrections) are computed here,
  * once, in double. */
-static inline void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
+LRC_MULTIVERSION
+static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
 {
     const double t = (double)a->step + 1.0;
     switch (kind) {
@@ -131,5 +154,83 @@ static inline void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array
 }
 
 #undef LRC_DISPATCH
+
+/* Parallel work items are chunks of this many elements (a multiple of every vector width);
+ * a call with fewer than LRC_PARALLEL_MIN elements in all runs on the calling thread. */
+#define LRC_CHUNK ((lrc_index)32768)
+#define LRC_PARALLEL_MIN (2 * LRC_CHUNK)
+
+/* Elements [start, start + count) of an array, as an array of its own. */
+static inline lrc_array lrc_slice(const lrc_array *a, lrc_index start, lrc_index count)
+{
+    const size_t size = a->dtype == LRC_FLOAT32 ? sizeof(float) : sizeof(double);
+    lrc_array s = *a;
+    s.param = (char *)a->param + start * size;
+    s.grad = (const char *)a->grad + start * size;
+    for (int j = 0; j < 3; j++)
+        if (a->buf[j]) s.buf[j] = (char *)a->buf[j] + start * size;
+    s.n = count;
+    return s;
+}
+
+/* One optimizer update over all arrays of a call. With threads > 1 and enough elements, the
+ * arrays are cut into LRC_CHUNK-element chunks, numbered across arrays, and OpenMP hands
+ * each thread a contiguous run of them; every element is updated by exactly one thread with
+ * the same operations, so the result does not depend on the thread count. Returns 0, or -1
+ * if memory for the chunk index ran out (nothing has been written then). */
+static int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, lrc_index count,
+                   int threads)
+{
+    lrc_index total = 0;
+    for (lrc_index i = 0; i < count; i++) total += arrays[i].n;
+#ifdef _OPENMP
+    if (threads > 1 && total >= LRC_PARALLEL_MIN) {
+        /* first[i]: number of the first chunk of array i; first[count]: all chunks */
+        lrc_index *first = (lrc_index *)malloc((size_t)(count + 1) * sizeof(lrc_index));
+        if (!first) return -1;
+        first[0] = 0;
+        for (lrc_index i = 0; i < count; i++)
+            first[i + 1] = first[i] + (arrays[i].n + LRC_CHUNK - 1) / LRC_CHUNK;
+        const lrc_index chunks = first[count];
+        #pragma omp parallel for num_threads(threads) schedule(static)
+        for (lrc_index c = 0; c < chunks; c++) {
+            /* the array holding chunk c: the last lo with first[lo] <= c (so first[lo + 1] > c,
+             * which also steps over empty arrays) */
+            lrc_index lo = 0, hi = count;
+            while (hi - lo > 1) {
+                const lrc_index mid = lo + (hi - lo) / 2;
+                if (first[mid] <= c) lo = mid; else hi = mid;
+            }
+            const lrc_index start = (c - first[lo]) * LRC_CHUNK;
+            const lrc_index n = arrays[lo].n - start < LRC_CHUNK ? arrays[lo].n - start : LRC_CHUNK;
+            const lrc_array part = lrc_slice(&arrays[lo], start, n);
+            lrc_update(kind, h, &part);
+        }
+        free(first);
+        return 0;
+    }
+#endif
+    (void)threads;
+    for (lrc_index i = 0; i < count; i++) lrc_update(kind, h, &arrays[i]);
+    return 0;
+}
+
+#ifdef _OPENMP
+#define LRC_OPENMP _OPENMP
+#else
+#define LRC_OPENMP 0
+#endif
+
+#define LRC_STR_(x) #x
+#define LRC_STR(x) LRC_STR_(x)
+#if defined(__clang__)
+#define LRC_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define LRC_COMPILER "gcc " __VERSION__
+#elif defined(_MSC_VER)
+#define LRC_COMPILER "msvc " LRC_STR(_MSC_VER)
+#else
+#define LRC_COMPILER "unknown"
+#endif
 
 #endif /* LRCORE_KERNELS_H */

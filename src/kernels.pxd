@@ -40,4 +40,9 @@ cdef extern from "kernels.h" nogil:
         lrc_dtype dtype
 
     int lrc_required_buffers(lrc_kind kind, const lrc_hyper *h)
-    void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
+    int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, lrc_index count,
+                int threads)
+    const char *lrc_isa_dispatched()
+    const char *LRC_ISA_COMPILED
+    const char *LRC_COMPILER
+    int LRC_OPENMP

@@ -36,7 +36,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
     default:                    LRC_NAME(sgd_loop)(p, g, b, n, lr, sign, wd, mom, damp1, has_wd, LRC_MOM_NESTEROV); break;      \
     }
 
-static inline void LRC_NAME(sgd)(
+LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
     LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, int mode)
 {
@@ -70,7 +70,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad_loop)(
     }
 }
 
-static inline void LRC_NAME(adagrad)(
+LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
     LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, double clr)
 {
@@ -113,7 +113,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
     }
 }
 
-static inline void LRC_NAME(rmsprop)(
+LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
     LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n, const lrc_hyper *h)
 {
@@ -163,7 +163,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
     }
 }
 
-static inline void LRC_NAME(adam)(
+LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
     LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
     double step_size, double bc2_sqrt)
