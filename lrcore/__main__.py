@@ -1,4 +1,4 @@
-"""Command line: python -m lrcore {demo,schedule}."""
+"""Command line: python -m lrcore {demo,schedule,bench,info}."""
 import argparse
 import ast
 import sys
@@ -49,6 +49,14 @@ def main(argv=None):
     sched.add_argument("arguments", nargs="*", type=parse_assignment, metavar="key=value",
                        help="the schedule's keyword arguments")
     sched.add_argument("--steps", type=int, default=20, metavar="N", help="steps to print (20)")
+    bench = commands.add_parser(
+        "bench", help="time one step against numpy, torch and DeepSpeed, side by side",
+        description="Print ratio tables (lrcore vs torch.optim and DeepSpeed when installed, "
+                    "and vs the memory-bound floor), with progress on stderr.")
+    bench.add_argument("--quick", action="store_true", help="small workloads only (seconds)")
+    bench.add_argument("--only", nargs="+", metavar="NAME",
+                       help="implementations to compare with lrcore, e.g. 'torch fused' DeepSpeed")
+    commands.add_parser("info", help="print build_info(): version, backend, compiler, ISA, OpenMP")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from lrcore import demo
@@ -57,6 +65,17 @@ def main(argv=None):
         if args.steps < 0:
             sched.error(f"--steps must be >= 0, got {args.steps}")
         schedule_command(sched, args)
+    elif args.command == "bench":
+        from lrcore import bench as bench_module
+        unknown = set(args.only or ()) - set(bench_module.IMPLEMENTATIONS)
+        if unknown:
+            bench.error(f"unknown implementations {sorted(unknown)}; choose from "
+                        f"{', '.join(bench_module.IMPLEMENTATIONS)}")
+        bench_module.report(quick=args.quick, only=args.only)
+    elif args.command == "info":
+        import lrcore
+        for key, value in lrcore.build_info().items():
+            print(f"{key}: {value}")
     return 0
 
 

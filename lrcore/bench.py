@@ -1,11 +1,13 @@
 """Side-by-side timing of one optimizer step: lrcore vs the numpy reference, torch.optim
-(for-loop, foreach, fused) and DeepSpeedCPUAdam, on the same float32 arrays in one process.
+(for-loop, foreach, fused) and DeepSpeed's CPU optimizers, on the same float32 arrays in one
+process; and lrcore vs the memory-bound floor for each optimizer's bytes per element.
 
     python -m lrcore bench [--quick] [--only NAME ...]
 
-Each implementation steps its own copy of the arrays; a measurement is the best, over several
-repeats, of the mean time per step of a run of steps long enough to time (at least ~20 ms).
-torch and DeepSpeed are optional: missing ones are reported and skipped.
+Each implementation steps its own copy of the arrays; a measurement is the best, over five
+repeats, of the mean time per step of a run long enough to time (at least ~20 ms). torch and
+DeepSpeed are optional: missing ones are reported and skipped. benchmarks/ runs the same
+implementations under pytest-benchmark.
 """
 import contextlib
 import os
@@ -70,33 +72,47 @@ def time_per_step(step, min_seconds=0.02, repeats=5):
     return best
 
 
-# -- implementations: each returns a zero-argument step function over its own arrays ------
+# -- implementations: each returns a zero-argument step function over its own copy of the
+# arrays, or None where it has no such optimizer ------------------------------------------
+
+OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+LRCORE = {"sgd": lambda: lrcore.SGD(lr=LR, momentum=0.9), "adagrad": lambda: lrcore.Adagrad(lr=LR),
+          "rmsprop": lambda: lrcore.RMSprop(lr=LR), "adam": lambda: lrcore.Adam(lr=LR),
+          "adamw": lambda: lrcore.AdamW(lr=LR)}
+# bytes each optimizer moves per float32 element: reads + writes (p, g, buffers)
+BYTES_PER_ELEMENT = {"sgd": 4 * (3 + 2), "adagrad": 4 * (3 + 2), "rmsprop": 4 * (3 + 2),
+                     "adam": 4 * (4 + 3), "adamw": 4 * (4 + 3), "probe": 4 * (2 + 1)}
+
 
 def lrcore_step(optimizer, shapes, backend="cython"):
     params, grads = arrays(shapes)
-    state = make_lrcore(optimizer)
+    state = LRCORE[optimizer]()
     lrcore.step(params, grads, state)
+    if backend == "cython":
+        return lambda: lrcore.step(params, grads, state)
 
     def step():
         previous = _backend.active
-        _backend.active = backend
+        lrcore.set_backend(backend)
         try:
             lrcore.step(params, grads, state)
         finally:
-            _backend.active = previous
-    if backend == "cython":
-        return lambda: lrcore.step(params, grads, state)
+            lrcore.set_backend(previous)
     return step
 
 
-def make_lrcore(optimizer):
-    if optimizer == "adam":
-        return lrcore.Adam(lr=LR)
-    return lrcore.SGD(lr=LR, momentum=0.9)
+def bandwidth_probe(shapes):
+    """p -= lr·g: 12 bytes per element and nothing else, the memory-bound floor."""
+    params, grads = arrays(shapes)
+    state = lrcore.SGD(lr=LR)
+    lrcore.step(params, grads, state)
+    return lambda: lrcore.step(params, grads, state)
 
 
 def numpy_naive_step(optimizer, shapes):
     """The textbook numpy Adam: whole-array expressions, temporaries and all."""
+    if optimizer != "adam":
+        return None
     params, grads = arrays(shapes)
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
@@ -113,60 +129,160 @@ def numpy_naive_step(optimizer, shapes):
     return step
 
 
-def torch_step(optimizer, shapes, mode):
+def _torch_params(shapes):
     import torch
     params, grads = arrays(shapes)
     tparams = [torch.nn.Parameter(torch.from_numpy(p)) for p in params]
     for tp, g in zip(tparams, grads):
         tp.grad = torch.from_numpy(g)
-    kwargs = {"foreach": mode == "foreach", "fused": mode == "fused"}
-    if optimizer == "adam":
-        opt = torch.optim.Adam(tparams, lr=LR, **kwargs)
-    else:
-        opt = torch.optim.SGD(tparams, lr=LR, momentum=0.9, **kwargs)
+    return tparams
+
+
+def torch_step(optimizer, shapes, mode):
+    import torch
+    if mode == "fused" and optimizer == "rmsprop":
+        return None                      # torch has no fused RMSprop
+    cls = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop,
+           "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
+    extra = {"momentum": 0.9} if optimizer == "sgd" else {}
+    opt = cls(_torch_params(shapes), lr=LR, foreach=mode == "foreach", fused=mode == "fused",
+              **extra)
     opt.step()
     return opt.step
 
 
 def deepspeed_step(optimizer, shapes):
-    import torch
+    if optimizer not in ("adam", "adamw", "adagrad"):
+        return None
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        from deepspeed.ops.adagrad import DeepSpeedCPUAdagrad
         from deepspeed.ops.adam import DeepSpeedCPUAdam
-        params, grads = arrays(shapes)
-        tparams = [torch.nn.Parameter(torch.from_numpy(p)) for p in params]
-        for tp, g in zip(tparams, grads):
-            tp.grad = torch.from_numpy(g)
-        opt = DeepSpeedCPUAdam(tparams, lr=LR, adamw_mode=False)
+        tparams = _torch_params(shapes)
+        if optimizer == "adagrad":
+            opt = DeepSpeedCPUAdagrad(tparams, lr=LR)
+        else:
+            opt = DeepSpeedCPUAdam(tparams, lr=LR, adamw_mode=optimizer == "adamw",
+                                   weight_decay=0.01 if optimizer == "adamw" else 0.0)
         opt.step()
     return opt.step
 
 
 IMPLEMENTATIONS = {
-    "lrcore": lambda o, s: lrcore_step(o, s),
+    "lrcore": lrcore_step,
     "numpy reference": lambda o, s: lrcore_step(o, s, backend="numpy"),
     "numpy naive": numpy_naive_step,
     "torch for-loop": lambda o, s: torch_step(o, s, "for-loop"),
     "torch foreach": lambda o, s: torch_step(o, s, "foreach"),
     "torch fused": lambda o, s: torch_step(o, s, "fused"),
-    "DeepSpeedCPUAdam": deepspeed_step,
+    "DeepSpeed": deepspeed_step,
 }
-
-
-def set_threads(n):
-    lrcore.set_num_threads(n)
-    with contextlib.suppress(ImportError):
-        import torch
-        torch.set_num_threads(n)
+BASELINES = ("torch fused", "DeepSpeed")     # lrcore's ratio is over the faster of these
 
 
 def available(name):
+    """Whether an implementation's package imports here."""
     try:
         if name.startswith("torch"):
             import torch  # noqa: F401
-        if name == "DeepSpeedCPUAdam":
+        if name == "DeepSpeed":
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
                     contextlib.redirect_stderr(sink):
                 import deepspeed.ops.adam  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def set_threads(n):
+    """lrcore's, torch's and OpenMP's thread counts (DeepSpeed runs on torch's OpenMP)."""
+    lrcore.set_num_threads(n)
+    with contextlib.suppress(ImportError):
+        import torch
+        torch.set_num_threads(n)
+
+
+def all_threads():
+    return lrcore._backend._default_threads()
+
+
+# -- the ratio tables -----------------------------------------------------------------------
+
+ADAM_CASES = [("1 x 1K", 1), ("100 x 1K", 1), ("1000 x 256", 1), ("1 x 64K", 1), ("1 x 1M", 1),
+              ("1 x 32M", 1), ("1 x 32M", "all"), ("ResNet-50 list", 1), ("ResNet-50 list", "all")]
+QUICK_CASES = [("1 x 1K", 1), ("100 x 1K", 1), ("1 x 64K", 1), ("1 x 1M", 1), ("1 x 1M", "all")]
+
+
+def measure(implementation, optimizer, workload, threads, progress):
+    """Seconds per step, or None when the implementation lacks the optimizer."""
+    set_threads(all_threads() if threads == "all" else threads)
+    progress(f"  {optimizer} {workload}, {threads} thread(s): {implementation} ...")
+    step = IMPLEMENTATIONS[implementation](optimizer, WORKLOADS[workload])
+    return None if step is None else time_per_step(step)
+
+
+def format_time(seconds):
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale or unit == "us":
+            return f"{seconds / scale:.3g} {unit}"
+
+
+def adam_table(cases, implementations, progress):
+    """Rows of (workload, threads, {implementation: seconds}, ratio over the best baseline)."""
+    rows = []
+    for workload, threads in cases:
+        times = {impl: measure(impl, "adam", workload, threads, progress) for impl in implementations}
+        baselines = [times[b] for b in BASELINES if times.get(b)]
+        ratio = times["lrcore"] / min(baselines) if baselines else None
+        rows.append((workload, threads, times, ratio))
+    return rows
+
+
+def bandwidth_table(workload, threads, progress):
+    """Per optimizer: lrcore's time and the memory-bound floor for its bytes per element (the
+    probe's time per byte, p -= lr·g, scaled), plus torch fused SGD for SGD."""
+    progress(f"  bandwidth probe {workload}, {threads} thread(s) ...")
+    set_threads(all_threads() if threads == "all" else threads)
+    per_byte = time_per_step(bandwidth_probe(WORKLOADS[workload])) / BYTES_PER_ELEMENT["probe"]
+    rows = []
+    for optimizer in OPTIMIZERS:
+        seconds = measure("lrcore", optimizer, workload, threads, progress)
+        floor = per_byte * BYTES_PER_ELEMENT[optimizer]
+        torch_fused = (measure("torch fused", optimizer, workload, threads, progress)
+                       if optimizer == "sgd" and available("torch fused") else None)
+        rows.append((optimizer, seconds, floor, torch_fused))
+    return rows
+
+
+def report(quick=False, only=None, out=print, progress=None):
+    """Measure and print the tables; returns the Adam rows."""
+    progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    implementations = [name for name in IMPLEMENTATIONS
+                       if (only is None or name in only or name == "lrcore") and available(name)]
+    missing = [name for name in IMPLEMENTATIONS if not available(name)]
+    info = lrcore.build_info()
+    out(f"lrcore {info['version']} bench: one step, float32, best of 5 runs of >= 20 ms; "
+        f"{info.get('isa_dispatched', 'numpy')} kernels, OpenMP {info.get('openmp', 0)}, "
+        f"{all_threads()} usable cores")
+    if missing:
+        out(f"not installed, skipped: {', '.join(missing)}")
+    rows = adam_table(QUICK_CASES if quick else ADAM_CASES, implementations, progress)
+    out("")
+    out("Adam (lr 1e-3), time per step; ratio = lrcore / the faster of torch fused and DeepSpeed")
+    header = f"{'workload':<16}{'threads':>8}" + "".join(f"{n:>17}" for n in implementations)
+    out(header + f"{'ratio':>8}")
+    for workload, threads, times, ratio in rows:
+        out(f"{workload:<16}{threads!s:>8}" + "".join(f"{format_time(times[n]):>17}" for n in implementations)
+            + (f"{ratio:>8.2f}" if ratio else f"{'-':>8}"))
+    workload = "1 x 1M" if quick else "1 x 32M"
+    for threads in (1, "all"):
+        out("")
+        out(f"{workload}, {threads} thread(s): lrcore vs the memory-bound floor for its bytes per "
+            f"element (probe p -= lr*g scaled)")
+        out(f"{'optimizer':<10}{'bytes/el':>9}{'lrcore':>12}{'floor':>12}{'/ floor':>9}{'torch fused':>13}")
+        for optimizer, seconds, floor, torch_fused in bandwidth_table(workload, threads, progress):
+            out(f"{optimizer:<10}{BYTES_PER_ELEMENT[optimizer]:>9}{format_time(seconds):>12}"
+                f"{format_time(floor):>12}{seconds / floor:>9.2f}{format_time(torch_fused):>13}")
+    set_threads(all_threads())
+    return rows

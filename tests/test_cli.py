@@ -73,3 +73,16 @@ def test_schedule_bad_arguments_are_one_line_errors(args, message):
     out = run_cli(*args)
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_info_prints_the_build(compiled):
+    out = run_cli("info")
+    assert out.returncode == 0
+    fields = dict(line.split(": ", 1) for line in out.stdout.splitlines())
+    assert fields["backend"] == "cython" and fields["version"] == lrcore.__version__
+    assert fields["isa_dispatched"] in fields["isa_compiled"]
+
+
+def test_bench_rejects_unknown_implementations():
+    out = run_cli("bench", "--only", "jax")
+    assert out.returncode == 2 and "unknown implementations ['jax']" in out.stderr
