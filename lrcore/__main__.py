@@ -34,13 +34,30 @@ def schedule_command(parser, args):
     import numpy as np
     for step, value in zip(range(args.steps), schedule(np.arange(args.steps))):
         print(f"{step:>8}  {value:>14.8g}")
+    if args.plot:
+        plots = _plots(parser)
+        plots.plot_schedule(schedule, max(args.steps, 2), args.plot)
+        print(f"# plot: {args.plot}")
+
+
+def _plots(parser):
+    """lrcore.plots, or a one-line usage error saying how to install matplotlib."""
+    try:
+        from lrcore import plots
+        plots.pyplot()
+    except ImportError as exc:
+        parser.error(str(exc))
+    return plots
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="lrcore", description="lrcore command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("demo", help="the seed experiments: SGD on (w + 1)^2 at several rates, "
-                                     "a decaying rate, and five optimizers compared")
+    demo_parser = commands.add_parser(
+        "demo", help="the seed experiments: SGD on (w + 1)^2 at several rates, a decaying "
+                     "rate, and five optimizers compared")
+    demo_parser.add_argument("--plot", metavar="DIR",
+                             help="also write PNGs there (needs matplotlib: lrcore[plot])")
     sched = commands.add_parser(
         "schedule", help="print a learning-rate schedule, step by step",
         description="Print NAME's learning rate at steps 0 .. N-1, e.g. "
@@ -49,6 +66,7 @@ def main(argv=None):
     sched.add_argument("arguments", nargs="*", type=parse_assignment, metavar="key=value",
                        help="the schedule's keyword arguments")
     sched.add_argument("--steps", type=int, default=20, metavar="N", help="steps to print (20)")
+    sched.add_argument("--plot", metavar="FILE", help="also draw it to FILE (needs matplotlib)")
     bench = commands.add_parser(
         "bench", help="time one step against numpy, torch and DeepSpeed, side by side",
         description="Print ratio tables (lrcore vs torch.optim and DeepSpeed when installed, "
@@ -60,7 +78,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "demo":
         from lrcore import demo
+        plots = _plots(demo_parser) if args.plot else None
         demo.run()
+        if plots:
+            for path in plots.plot_demo(args.plot):
+                print(f"plot: {path}")
     elif args.command == "schedule":
         if args.steps < 0:
             sched.error(f"--steps must be >= 0, got {args.steps}")

@@ -86,3 +86,14 @@ def test_info_prints_the_build(compiled):
 def test_bench_rejects_unknown_implementations():
     out = run_cli("bench", "--only", "jax")
     assert out.returncode == 2 and "unknown implementations ['jax']" in out.stderr
+
+
+def test_plot_without_matplotlib_is_a_one_line_hint(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from lrcore.__main__ import main\n"
+            f"main(['schedule', 'Constant', 'learning_rate=1', '--plot', {str(tmp_path / 'x.png')!r}])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
+    assert out.returncode == 2
+    assert "plots need matplotlib: pip install 'lrcore[plot]'" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "x.png").exists()

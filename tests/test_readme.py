@@ -16,18 +16,18 @@ def code_blocks(lang):
 
 
 def test_ci_runs_the_readme_commands():
-    """The two set-up commands, and the optional torch comparison."""
+    """The two set-up commands, and the optional extras' tests."""
     setup, torch_step = code_blocks("bash")[:2]
     commands = setup.strip().splitlines()
     assert len(commands) == 2
-    assert "torch==" in torch_step
+    assert "torch==" in torch_step and "[plot]" in torch_step
     ci = (ROOT / ".ci" / "run").read_text()
     for command in commands + [torch_step.strip()]:
         assert command in ci
 
 
 def test_readme_examples_run_and_print_what_they_say(compiled, capsys):
-    training, schedule = code_blocks("python")[:2]
+    training, schedule, checkpoint = code_blocks("python")[:3]
     namespace = {}
     exec(compile(training, "README example", "exec"), namespace)
     printed = capsys.readouterr().out
@@ -39,3 +39,7 @@ def test_readme_examples_run_and_print_what_they_say(compiled, capsys):
     printed = capsys.readouterr().out.strip()
     claimed = re.search(r"# (\[.*\])", schedule).group(1)
     assert printed == claimed
+
+    exec(compile(checkpoint, "README checkpoint example", "exec"), namespace)
+    assert capsys.readouterr().out.strip() == "True True"
+    assert namespace["state"].step_count == 0 and isinstance(namespace["state"], namespace["lrcore"].Adam)
