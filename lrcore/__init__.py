@@ -48,4 +48,7 @@ def build_info():
 def __getattr__(name):
     if name == "backend":   # live: follows set_backend()
         return _backend.active
+    if name == "torch":     # imported on first use, so torch stays optional
+        import importlib
+        return importlib.import_module("lrcore.torch")
     raise AttributeError(f"module 'lrcore' has no attribute {name!r}")

@@ -36,7 +36,10 @@ def schedule_command(parser, args):
         print(f"{step:>8}  {value:>14.8g}")
     if args.plot:
         plots = _plots(parser)
-        plots.plot_schedule(schedule, max(args.steps, 2), args.plot)
+        try:
+            plots.plot_schedule(schedule, max(args.steps, 2), args.plot)
+        except OSError as exc:
+            parser.error(f"cannot write {args.plot}: {exc.strerror or exc}")
         print(f"# plot: {args.plot}")
 
 
@@ -81,8 +84,11 @@ def main(argv=None):
         plots = _plots(demo_parser) if args.plot else None
         demo.run()
         if plots:
-            for path in plots.plot_demo(args.plot):
-                print(f"plot: {path}")
+            try:
+                for path in plots.plot_demo(args.plot):
+                    print(f"plot: {path}")
+            except OSError as exc:
+                demo_parser.error(f"cannot write pictures to {args.plot}: {exc.strerror or exc}")
     elif args.command == "schedule":
         if args.steps < 0:
             sched.error(f"--steps must be >= 0, got {args.steps}")

@@ -70,6 +70,25 @@ class Optimizer:
         core.step_count += 1
         return lr
 
+    def _update_external(self, params, grads, buffers, array_steps, lr):
+        """One update of arrays whose buffers and per-array counts live elsewhere (lrcore.torch
+        keeps them in torch.optim's state): bind the core to them for this call, run the step,
+        leave everything updated in place (array_steps incremented). Checks as a step does."""
+        core = self._core
+        core.bind(_validate.signature_of((p.dtype, p.shape) for p in params), array_steps, buffers)
+        try:
+            if _backend.active == "cython":
+                core.run(params, grads, lr)
+            else:
+                _validate.check_step(params, grads, core.signature, buffers)
+                for i, (p, g) in enumerate(zip(params, grads)):
+                    self._reference(p, g, step=int(array_steps[i]), lr=lr,
+                                    **{name: arrays[i] for name, arrays in buffers.items()},
+                                    **self._update_hyper)
+                array_steps[...] += 1
+        finally:
+            core.unbind()
+
     def _buffers_needed(self):
         """Names of the buffers the current options need (torch's names)."""
         raise NotImplementedError

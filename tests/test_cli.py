@@ -97,3 +97,11 @@ def test_plot_without_matplotlib_is_a_one_line_hint(tmp_path):
     assert out.returncode == 2
     assert "plots need matplotlib: pip install 'lrcore[plot]'" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_the_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "lrcore")
+    out = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for command in ("demo", "schedule", "bench", "info"):
+        assert command in out.stdout

@@ -55,3 +55,10 @@ def test_every_gallery_schedule_is_finite_over_the_plotted_range():
     for name, schedule in plots.GALLERY.items():
         assert isinstance(schedule, schedules.LearningRateSchedule)
         assert np.all(np.isfinite(schedule(np.arange(1000)))), name
+
+
+def test_an_unwritable_plot_path_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = run_cli("schedule", "Constant", "learning_rate=1", "--plot", str(blocker / "x.png"))
+    assert out.returncode == 2 and "cannot write" in out.stderr and "Traceback" not in out.stderr
