@@ -25,9 +25,17 @@ class Optimizer:
     _kernel_kind = None       # the kind constant of src/_kernels.pyx
     _reference = None         # the lrcore.reference function, called once per array
     _init_only = ()           # hyperparameters used to allocate buffers, not by the update
+    _checks = {}              # hyperparameter -> check(value, name): the validated value
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("_checks", {}):    # each a read-only attribute
+            setattr(cls, name, property(lambda self, name=name: self._hyper[name],
+                                        doc=f"{name} (read-only; load_state_dict sets it)"))
 
     def __init__(self, lr, **hyper):
-        self._hyper = hyper
+        self._hyper = hyper = {name: self._checks[name](value, name)
+                               for name, value in hyper.items()}
         self._update_hyper = {k: v for k, v in hyper.items() if k not in self._init_only}
         kernels = _backend._kernels
         if kernels is None:
@@ -269,8 +277,15 @@ def python_step(params, grads, state):
     return state._step(params, grads)
 
 
-def _hyperparameter(name, doc):
-    return property(lambda self: self._hyper[name], doc=doc + " (read-only)")
+_real, _flag = _validate.real, _validate.flag
+
+
+def _fraction(value, name):
+    return _validate.real(value, name, high=1.0)
+
+
+def _betas(value, name):
+    return _validate.betas(value)
 
 
 class SGD(Optimizer):
@@ -284,25 +299,18 @@ class SGD(Optimizer):
 
     _kernel_kind = 0
     _reference = staticmethod(reference.sgd)
+    _checks = dict(momentum=_real, dampening=_fraction, nesterov=_flag, weight_decay=_real,
+                   maximize=_flag)
 
     def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0, maximize=False):
-        momentum = _validate.real(momentum, "momentum")
-        dampening = _validate.real(dampening, "dampening", high=1.0)
-        weight_decay = _validate.real(weight_decay, "weight_decay")
-        nesterov = _validate.flag(nesterov, "nesterov")
-        maximize = _validate.flag(maximize, "maximize")
-        if nesterov and (momentum == 0 or dampening != 0):
-            raise ValueError(f"nesterov=True requires momentum > 0 and dampening == 0, "
-                             f"got momentum={momentum!r}, dampening={dampening!r}")
         super().__init__(lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                          weight_decay=weight_decay, maximize=maximize)
+        h = self._hyper
+        if h["nesterov"] and (h["momentum"] == 0 or h["dampening"] != 0):
+            raise ValueError(f"nesterov=True requires momentum > 0 and dampening == 0, "
+                             f"got momentum={h['momentum']!r}, dampening={h['dampening']!r}")
 
-    momentum = _hyperparameter("momentum", "Momentum factor")
-    dampening = _hyperparameter("dampening", "Dampening of the momentum buffer's new term")
-    nesterov = _hyperparameter("nesterov", "Whether Nesterov momentum is used")
-    weight_decay = _hyperparameter("weight_decay", "L2 penalty added to the gradient")
-    maximize = _hyperparameter("maximize", "Whether the objective is maximized")
 
     def _buffers_needed(self):
         return ("momentum_buffer",) if self._hyper["momentum"] != 0 else ()
@@ -319,22 +327,14 @@ class Adagrad(Optimizer):
     _kernel_kind = 1
     _reference = staticmethod(reference.adagrad)
     _init_only = ("initial_accumulator_value",)
+    _checks = dict(lr_decay=_real, weight_decay=_real, initial_accumulator_value=_real,
+                   eps=_real, maximize=_flag)
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, maximize=False):
-        super().__init__(
-            lr, lr_decay=_validate.real(lr_decay, "lr_decay"),
-            weight_decay=_validate.real(weight_decay, "weight_decay"),
-            initial_accumulator_value=_validate.real(initial_accumulator_value,
-                                                     "initial_accumulator_value"),
-            eps=_validate.real(eps, "eps"), maximize=_validate.flag(maximize, "maximize"))
-
-    lr_decay = _hyperparameter("lr_decay", "Decay of the rate: lr / (1 + (t − 1)·lr_decay)")
-    weight_decay = _hyperparameter("weight_decay", "L2 penalty added to the gradient")
-    initial_accumulator_value = _hyperparameter("initial_accumulator_value",
-                                                "Starting value of the sum buffer")
-    eps = _hyperparameter("eps", "Added to √s in the denominator")
-    maximize = _hyperparameter("maximize", "Whether the objective is maximized")
+        super().__init__(lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value, eps=eps,
+                         maximize=maximize)
 
     def _buffers_needed(self):
         return ("sum",)
@@ -356,21 +356,14 @@ class RMSprop(Optimizer):
     _kernel_kind = 2
     _reference = staticmethod(reference.rmsprop)
 
+    _checks = dict(alpha=_real, eps=_real, weight_decay=_real, momentum=_real, centered=_flag,
+                   maximize=_flag)
+
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, maximize=False):
-        super().__init__(
-            lr, alpha=_validate.real(alpha, "alpha"), eps=_validate.real(eps, "eps"),
-            weight_decay=_validate.real(weight_decay, "weight_decay"),
-            momentum=_validate.real(momentum, "momentum"),
-            centered=_validate.flag(centered, "centered"),
-            maximize=_validate.flag(maximize, "maximize"))
+        super().__init__(lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                         momentum=momentum, centered=centered, maximize=maximize)
 
-    alpha = _hyperparameter("alpha", "Smoothing constant of the squared-gradient average")
-    eps = _hyperparameter("eps", "Added to the root in the denominator")
-    weight_decay = _hyperparameter("weight_decay", "L2 penalty added to the gradient")
-    momentum = _hyperparameter("momentum", "Momentum factor")
-    centered = _hyperparameter("centered", "Whether the gradient's variance is used")
-    maximize = _hyperparameter("maximize", "Whether the objective is maximized")
 
     def _buffers_needed(self):
         return (("square_avg",) + (("grad_avg",) if self._hyper["centered"] else ())
@@ -390,20 +383,13 @@ class Adam(Optimizer):
     _kernel_kind = 3
     _reference = staticmethod(reference.adam)
     _decoupled = False
+    _checks = dict(betas=_betas, eps=_real, weight_decay=_real, amsgrad=_flag, maximize=_flag)
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                  maximize=False):
-        super().__init__(
-            lr, betas=_validate.betas(betas), eps=_validate.real(eps, "eps"),
-            weight_decay=_validate.real(weight_decay, "weight_decay"),
-            amsgrad=_validate.flag(amsgrad, "amsgrad"),
-            maximize=_validate.flag(maximize, "maximize"))
+        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize)
 
-    betas = _hyperparameter("betas", "(β1, β2): decay rates of the moment averages")
-    eps = _hyperparameter("eps", "Added to the corrected root in the denominator")
-    weight_decay = _hyperparameter("weight_decay", "Weight decay")
-    amsgrad = _hyperparameter("amsgrad", "Whether the maximum of v is used (AMSGrad)")
-    maximize = _hyperparameter("maximize", "Whether the objective is maximized")
 
     def _buffers_needed(self):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self._hyper["amsgrad"] else ())

@@ -16,7 +16,7 @@ cimport numpy as cnp
 from kernels cimport (lrc_hyper, lrc_array, lrc_kind, LRC_FLOAT32, LRC_FLOAT64,
                       LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM, lrc_required_buffers,
                       lrc_run, lrc_isa_dispatched, LRC_ISA_COMPILED, LRC_COMPILER, LRC_OPENMP)
-from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value, lrc_normal
+from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value
 
 cdef extern from "overlap.h" nogil:
     ctypedef struct lrc_span "lrc_span":
@@ -113,18 +113,6 @@ cdef class CompiledSchedule:
             for i in range(n):
                 o[i] = lrc_schedule_value(&self.s, s[i])
         return out
-
-
-def normal_noise(unsigned long long seed, cnp.ndarray steps not None):
-    """lrc_normal(seed, step) for each step of an int64 array: NoisyLinearCosineDecay's draws."""
-    cdef cnp.ndarray s = np.ascontiguousarray(steps, dtype=np.int64)
-    cdef cnp.ndarray out = np.empty_like(s, dtype=np.float64)
-    cdef const int64_t *sp = <const int64_t *>cnp.PyArray_DATA(s)
-    cdef double *o = <double *>cnp.PyArray_DATA(out)
-    cdef Py_ssize_t i
-    for i in range(cnp.PyArray_SIZE(s)):
-        o[i] = lrc_normal(seed, sp[i])
-    return out
 
 
 cdef inline bint _float_array(object obj, int typenum, int flags) noexcept:

@@ -39,4 +39,3 @@ cdef extern from "schedules.h" nogil:
         const lrc_schedule *inner
 
     double lrc_schedule_value(const lrc_schedule *s, int64_t step)
-    double lrc_normal(uint64_t seed, int64_t step)
