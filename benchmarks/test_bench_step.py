@@ -38,3 +38,15 @@ def test_step(benchmark, optimizer, workload, threads, implementation):
     benchmark.extra_info["elements"] = sum(
         math.prod(s) for s in bench.WORKLOADS[workload])
     benchmark(step)
+
+
+@pytest.mark.parametrize("threads", [1, "all"])
+@pytest.mark.parametrize("nonfinite", ["propagate", "skip"])
+def test_nonfinite_check(benchmark, nonfinite, threads):
+    """Adam on 32M elements with and without the finiteness pass of nonfinite='skip'."""
+    bench.set_threads(bench.all_threads() if threads == "all" else 1)
+    import lrcore
+    params, grads = bench.arrays(bench.WORKLOADS["1 x 32M"])
+    state = lrcore.Adam(lr=bench.LR, nonfinite=nonfinite)
+    lrcore.step(params, grads, state)
+    benchmark(lrcore.step, params, grads, state)

@@ -42,6 +42,8 @@ def check_step(params, grads, signature, buffers):
     """
     for i, (p, g) in enumerate(zip(params, grads)):
         _check_array(p, f"params[{i}]", writeable=True)
+        if g is None:          # a frozen parameter, left alone by this step
+            continue
         if not isinstance(g, np.ndarray):
             raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {_kind(g)}")
         if g.dtype != p.dtype:
@@ -94,7 +96,8 @@ def _check_overlaps(params, grads, buffers):
     for i, p in enumerate(params):
         spans.append((p, f"params[{i}]", True))
     for i, g in enumerate(grads):
-        spans.append((g, f"grads[{i}]", False))
+        if g is not None:
+            spans.append((g, f"grads[{i}]", False))
     for name, arrays in buffers.items():
         for i, b in enumerate(arrays):
             spans.append((b, f"state buffer {name}[{i}]", True))
@@ -118,6 +121,18 @@ def _check_overlaps(params, grads, buffers):
             last_any = (end, name)
         if written and end > last_written[0]:
             last_written = (end, name)
+
+
+def all_finite(grads):
+    """Whether every element of every (non-None) gradient is finite."""
+    return all(g is None or np.isfinite(g).all() for g in grads)
+
+
+def nonfinite_error(grads):
+    """The FloatingPointError of nonfinite="raise", naming the first offending gradient."""
+    index = next(i for i, g in enumerate(grads) if g is not None and not np.isfinite(g).all())
+    return FloatingPointError(f"grads[{index}] holds NaN or infinite values; with "
+                              f"nonfinite='raise' nothing was updated")
 
 
 def signature_of(arrays):

@@ -255,6 +255,19 @@ def bandwidth_table(workload, threads, progress):
     return rows
 
 
+def nonfinite_cost(workload, threads, progress):
+    """(propagate, skip) seconds per Adam step: the cost of checking the gradients first."""
+    set_threads(all_threads() if threads == "all" else threads)
+    params, grads = arrays(WORKLOADS[workload])
+    times = []
+    for mode in ("propagate", "skip"):
+        progress(f"  adam {workload}, {threads} thread(s): nonfinite={mode} ...")
+        state = lrcore.Adam(lr=LR, nonfinite=mode)
+        lrcore.step(params, grads, state)
+        times.append(time_per_step(lambda: lrcore.step(params, grads, state)))
+    return times
+
+
 def report(quick=False, only=None, out=print, progress=None):
     """Measure and print the tables; returns the Adam rows."""
     progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -284,5 +297,12 @@ def report(quick=False, only=None, out=print, progress=None):
         for optimizer, seconds, floor, torch_fused in bandwidth_table(workload, threads, progress):
             out(f"{optimizer:<10}{BYTES_PER_ELEMENT[optimizer]:>9}{format_time(seconds):>12}"
                 f"{format_time(floor):>12}{seconds / floor:>9.2f}{format_time(torch_fused):>13}")
+    out("")
+    out(f"{workload}, Adam: cost of nonfinite='skip' / 'raise' (a finiteness pass over the "
+        f"gradients before any write)")
+    for threads in (1, "all"):
+        plain, checked = nonfinite_cost(workload, threads, progress)
+        out(f"  {threads!s:>3} thread(s): {format_time(plain)} -> {format_time(checked)} "
+            f"(+{100 * (checked / plain - 1):.0f} %)")
     set_threads(all_threads())
     return rows

@@ -37,7 +37,8 @@ def save(state, path):
                         "number or an lrcore schedule")
     header = {"format": FORMAT, "optimizer": sd["optimizer"], "lr": lr,
               "hyperparameters": sd["hyperparameters"], "step_count": sd["step_count"],
-              "array_steps": sd["array_steps"], "arrays": sd["arrays"]}
+              "skipped_steps": sd["skipped_steps"], "array_steps": sd["array_steps"],
+              "arrays": sd["arrays"]}
     arrays = {"lrcore": np.array(json.dumps(header))}
     for name, buffers in sd["buffers"].items():
         for i, b in enumerate(buffers):
@@ -72,7 +73,8 @@ def load(path):
         state.load_state_dict({
             "optimizer": header["optimizer"], "lr": lr,
             "hyperparameters": state.state_dict()["hyperparameters"],
-            "step_count": header["step_count"], "array_steps": header["array_steps"],
+            "step_count": header["step_count"], "skipped_steps": header["skipped_steps"],
+            "array_steps": header["array_steps"],
             "arrays": [tuple(a) for a in header["arrays"]],
             "buffers": {name: [arrays[i] for i in range(len(arrays))]
                         for name, arrays in buffers.items()},

@@ -6,6 +6,7 @@ written (lrcore._validate), so after an error params and state are exactly as th
 """
 import math
 import numbers
+import threading
 
 import numpy as np
 
@@ -33,25 +34,38 @@ class Optimizer:
             setattr(cls, name, property(lambda self, name=name: self._hyper[name],
                                         doc=f"{name} (read-only; load_state_dict sets it)"))
 
-    def __init__(self, lr, **hyper):
+    def __init__(self, lr, nonfinite="propagate", **hyper):
+        if nonfinite not in NONFINITE:
+            raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}, "
+                             f"got {nonfinite!r}")
         self._hyper = hyper = {name: self._checks[name](value, name)
                                for name, value in hyper.items()}
         self._update_hyper = {k: v for k, v in hyper.items() if k not in self._init_only}
+        hyper["nonfinite"] = nonfinite
         kernels = _backend._kernels
         if kernels is None:
-            self._core = _Core()
+            self._core = _Core(NONFINITE[nonfinite])
         else:
             values = self._kernel_values()
             self._core = kernels.StepCore(self._kernel_kind, tuple(
-                values.get(name, 0) for name in kernels.HYPER_FIELDS))
+                values.get(name, 0) for name in kernels.HYPER_FIELDS), NONFINITE[nonfinite])
         self.lr = lr
 
     # -- the step --------------------------------------------------------------------
 
     def _step(self, params, grads):
         """The step in Python: the first step (which binds the state), the numpy backend, and
-        whatever the compiled entry point leaves to it (lrcore.step)."""
+        whatever the compiled entry point leaves to it (lrcore.step). Serialized with every
+        other step on this state by the state's lock."""
         params, grads = _validate.as_lists(params, grads)
+        core = self._core
+        core.acquire()
+        try:
+            return self._step_locked(params, grads)
+        finally:
+            core.release()
+
+    def _step_locked(self, params, grads):
         core = self._core
         binding = core.signature is None
         if binding:     # the first step binds the state; undone below if the step fails
@@ -63,20 +77,38 @@ class Optimizer:
         try:
             lr = self._lr_at(core.step_count)
             if _backend.active == "cython":
-                core.run(params, grads, lr)
+                updated = core.run(params, grads, lr)
             else:
                 _validate.check_step(params, grads, core.signature, core.buffers)
-                for i, (p, g) in enumerate(zip(params, grads)):
-                    buffers = {name: arrays[i] for name, arrays in core.buffers.items()}
-                    self._reference(p, g, step=int(core.array_steps[i]), lr=lr,
-                                    **buffers, **self._update_hyper)
-                core.array_steps[...] += 1       # in place: the core owns the array
+                updated = self._reference_update(params, grads, lr)
         except BaseException:
             if binding:
                 core.unbind()
             raise
+        if not updated:         # nonfinite="skip": nothing changed but the count of skips
+            if binding:
+                core.unbind()
+            core.skipped_steps += 1
+            return 0.0
         core.step_count += 1
         return lr
+
+    def _reference_update(self, params, grads, lr):
+        """The numpy backend's update (after check_step): False if skipped for non-finite
+        gradients under nonfinite="skip"."""
+        core = self._core
+        if core.nonfinite != NONFINITE["propagate"] and not _validate.all_finite(grads):
+            if core.nonfinite == NONFINITE["raise"]:
+                raise _validate.nonfinite_error(grads)
+            return False
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            buffers = {name: arrays[i] for name, arrays in core.buffers.items()}
+            self._reference(p, g, step=int(core.array_steps[i]), lr=lr, **buffers,
+                            **self._update_hyper)
+            core.array_steps[i] += 1       # in place: the core owns the array
+        return True
 
     def _update_external(self, params, grads, buffers, array_steps, lr):
         """One update of arrays whose buffers and per-array counts live elsewhere (lrcore.torch
@@ -89,11 +121,7 @@ class Optimizer:
                 core.run(params, grads, lr)
             else:
                 _validate.check_step(params, grads, core.signature, buffers)
-                for i, (p, g) in enumerate(zip(params, grads)):
-                    self._reference(p, g, step=int(array_steps[i]), lr=lr,
-                                    **{name: arrays[i] for name, arrays in buffers.items()},
-                                    **self._update_hyper)
-                array_steps[...] += 1
+                self._reference_update(params, grads, lr)
         finally:
             core.unbind()
 
@@ -158,6 +186,11 @@ class Optimizer:
         return self._core.step_count
 
     @property
+    def skipped_steps(self):
+        """Steps skipped under nonfinite="skip" (they leave step_count alone)."""
+        return self._core.skipped_steps
+
+    @property
     def array_steps(self):
         """Per array, how many updates it has received (drives the first-momentum-step rule)."""
         return self._core.array_steps.tolist()
@@ -189,6 +222,7 @@ class Optimizer:
             "lr": self._lr,
             "hyperparameters": dict(self._hyper),
             "step_count": core.step_count,
+            "skipped_steps": core.skipped_steps,
             "array_steps": core.array_steps.tolist(),
             "arrays": [(dtype.name, shape) for dtype, shape in arrays],
             "buffers": {name: [b.copy() for b in bufs] for name, bufs in core.buffers.items()},
@@ -239,8 +273,12 @@ class Optimizer:
                     for b, (dtype, shape) in zip(bufs, arrays)):
                 raise ValueError(f"state_dict['buffers'][{key!r}] must hold one array per "
                                  f"param, of shapes and dtypes {state_dict['arrays']}")
+        skipped = state_dict.get("skipped_steps", 0)
+        if isinstance(skipped, bool) or not isinstance(skipped, numbers.Integral) or skipped < 0:
+            raise ValueError(f"state_dict['skipped_steps'] must be an int >= 0, got {skipped!r}")
         core = fresh._core
         core.step_count = int(step_count)
+        core.skipped_steps = int(skipped)
         if arrays:
             core.bind(_validate.signature_of(arrays), np.array(steps, dtype=np.int64),
                       {key: [np.array(b, order="C", copy=True) for b in buffers[key]]
@@ -253,13 +291,20 @@ class Optimizer:
         return f"{type(self).__name__}({', '.join(args)})"
 
 
-class _Core:
-    """A state's counts, binding and buffers when the compiled kernels are absent: the same
-    attributes as the compiled StepCore (src/_kernels.pyx), for the numpy backend."""
+NONFINITE = {"propagate": 0, "skip": 1, "raise": 2}     # as _kernels.NONFINITE_*
 
-    def __init__(self):
+
+class _Core:
+    """A state's counts, binding, buffers and lock when the compiled kernels are absent: the
+    same attributes as the compiled StepCore (src/_kernels.pyx), for the numpy backend."""
+
+    def __init__(self, nonfinite=0):
         self.lr = None
         self.step_count = 0
+        self.skipped_steps = 0
+        self.nonfinite = nonfinite
+        self._lock = threading.Lock()
+        self.acquire, self.release = self._lock.acquire, self._lock.release
         self.unbind()
 
     def bind(self, signature, array_steps, buffers):
@@ -303,9 +348,9 @@ class SGD(Optimizer):
                    maximize=_flag)
 
     def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, maximize=False):
-        super().__init__(lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                         weight_decay=weight_decay, maximize=maximize)
+                 weight_decay=0.0, maximize=False, *, nonfinite="propagate"):
+        super().__init__(lr, nonfinite, momentum=momentum, dampening=dampening,
+                         nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
         h = self._hyper
         if h["nesterov"] and (h["momentum"] == 0 or h["dampening"] != 0):
             raise ValueError(f"nesterov=True requires momentum > 0 and dampening == 0, "
@@ -331,8 +376,8 @@ class Adagrad(Optimizer):
                    eps=_real, maximize=_flag)
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, maximize=False):
-        super().__init__(lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                 eps=1e-10, maximize=False, *, nonfinite="propagate"):
+        super().__init__(lr, nonfinite, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps,
                          maximize=maximize)
 
@@ -360,8 +405,8 @@ class RMSprop(Optimizer):
                    maximize=_flag)
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
-        super().__init__(lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                 centered=False, maximize=False, *, nonfinite="propagate"):
+        super().__init__(lr, nonfinite, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
 
@@ -386,8 +431,8 @@ class Adam(Optimizer):
     _checks = dict(betas=_betas, eps=_real, weight_decay=_real, amsgrad=_flag, maximize=_flag)
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False):
-        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                 maximize=False, *, nonfinite="propagate"):
+        super().__init__(lr, nonfinite, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize)
 
 
@@ -408,5 +453,5 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False):
-        super().__init__(lr, betas, eps, weight_decay, amsgrad, maximize)
+                 amsgrad=False, maximize=False, *, nonfinite="propagate"):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, maximize, nonfinite=nonfinite)

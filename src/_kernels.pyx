@@ -8,6 +8,9 @@ arrays of the call. The checks here are boolean and cheap; when one fails, the P
 validator (lrcore/_validate.py) is asked to raise, so both backends give the same messages.
 """
 from libc.stdint cimport int64_t
+from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_acquire_lock, PyThread_release_lock, NOWAIT_LOCK,
+                               WAIT_LOCK)
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
 import numpy as np
@@ -15,7 +18,7 @@ cimport numpy as cnp
 
 from kernels cimport (lrc_hyper, lrc_array, lrc_kind, LRC_FLOAT32, LRC_FLOAT64,
                       LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM, lrc_required_buffers,
-                      lrc_run, lrc_isa_dispatched, LRC_ISA_COMPILED, LRC_COMPILER, LRC_OPENMP)
+                      lrc_run, lrc_all_finite, lrc_isa_dispatched, LRC_ISA_COMPILED, LRC_COMPILER, LRC_OPENMP)
 from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value
 
 cdef extern from "overlap.h" nogil:
@@ -156,24 +159,35 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
         ndim = <int>sig[pos + 1]
         if pos + 2 + ndim > siglen:
             return False
-        if not (_float_array(params[i], typenum, rw) and _float_array(grads[i], typenum, ro)):
+        if not _float_array(params[i], typenum, rw):
             return False
         p = <cnp.ndarray>params[i]
-        g = <cnp.ndarray>grads[i]
-        if cnp.PyArray_NDIM(p) != ndim or cnp.PyArray_NDIM(g) != ndim:
+        if cnp.PyArray_NDIM(p) != ndim:
             return False
         dims = cnp.PyArray_DIMS(p)
         for d in range(ndim):
-            if dims[d] != sig[pos + 2 + d] or cnp.PyArray_DIMS(g)[d] != dims[d]:
+            if dims[d] != sig[pos + 2 + d]:
                 return False
         pos += 2 + ndim
         arrays[i].param = cnp.PyArray_DATA(p)
-        arrays[i].grad = cnp.PyArray_DATA(g)
-        arrays[i].n = cnp.PyArray_SIZE(p)
         arrays[i].step = steps[i]
         arrays[i].dtype = LRC_FLOAT32 if typenum == cnp.NPY_FLOAT32 else LRC_FLOAT64
         _add_span(spans, &nspans, p, 1)
-        _add_span(spans, &nspans, g, 0)
+        if grads[i] is None:            # a frozen parameter: this call leaves it alone
+            arrays[i].grad = NULL
+            arrays[i].n = 0
+        else:
+            if not _float_array(grads[i], typenum, ro):
+                return False
+            g = <cnp.ndarray>grads[i]
+            if cnp.PyArray_NDIM(g) != ndim:
+                return False
+            for d in range(ndim):
+                if cnp.PyArray_DIMS(g)[d] != dims[d]:
+                    return False
+            arrays[i].grad = cnp.PyArray_DATA(g)
+            arrays[i].n = cnp.PyArray_SIZE(p)
+            _add_span(spans, &nspans, g, 0)
         for j in range(3):
             arrays[i].buf[j] = NULL
         for j in range(len(slots)):
@@ -183,12 +197,19 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
             if len(<list>slots[j]) != n or not _float_array((<list>slots[j])[i], typenum, rw):
                 return False
             b = <cnp.ndarray>(<list>slots[j])[i]
-            if cnp.PyArray_SIZE(b) != arrays[i].n:
+            if cnp.PyArray_SIZE(b) != cnp.PyArray_SIZE(p):
                 return False
             arrays[i].buf[j] = cnp.PyArray_DATA(b)
             _add_span(spans, &nspans, b, 1)
     return pos == siglen and lrc_spans_disjoint(spans, nspans)
 
+
+# StepCore.nonfinite: what a step does when a gradient holds NaN or ±inf (the codes of
+# lrcore.optimizers.NONFINITE).
+cdef enum:
+    NONFINITE_PROPAGATE = 0
+    NONFINITE_SKIP = 1
+    NONFINITE_RAISE = 2
 
 # Module state, set through lrcore.set_num_threads / lrcore.set_backend.
 cdef int _num_threads = 1
@@ -228,15 +249,29 @@ cdef class StepCore:
     cdef lrc_hyper h
     cdef public object lr
     cdef public int64_t step_count
+    cdef public int64_t skipped_steps
+    cdef readonly int nonfinite           # NONFINITE_PROPAGATE, _SKIP or _RAISE
+    cdef PyThread_type_lock lock          # serializes steps on this state
     cdef readonly cnp.ndarray array_steps      # updated in place, never replaced but by bind()
     cdef readonly object signature
     cdef readonly dict buffers
     cdef list slots               # per lrc_array.buf slot: the list of arrays, or None
 
-    def __init__(self, int kind, tuple hyper):
+    def __cinit__(self):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    def __init__(self, int kind, tuple hyper, int nonfinite=NONFINITE_PROPAGATE):
         if kind not in BUFFER_SLOTS:
             raise ValueError(f"kind must be one of the kernels' optimizer kinds, got {kind}")
         self.kind = kind
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
         self.h.lr = 0.0
         (self.h.weight_decay, self.h.momentum, self.h.dampening, self.h.beta1, self.h.beta2,
          self.h.eps, self.h.alpha, self.h.lr_decay, self.h.nesterov, self.h.centered,
@@ -259,6 +294,15 @@ cdef class StepCore:
                 raise ValueError(f"buffers must hold {BUFFER_SLOTS[self.kind][i]!r} for these options")
         self.signature, self.array_steps, self.buffers, self.slots = signature, array_steps, buffers, slots
 
+    def acquire(self):
+        """Take this state's lock, waiting without holding the GIL."""
+        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+
+    def release(self):
+        PyThread_release_lock(self.lock)
+
     def unbind(self):
         self.signature = None
         self.array_steps = np.zeros(0, dtype=np.int64)
@@ -280,7 +324,9 @@ cdef class StepCore:
 
     def run(self, list params, list grads, double rate):
         """Update every array of `params` in place at `rate`, in one nogil region, and count
-        one update per array (step_count is the caller's). Raises what
+        one update per updated array (step_count is the caller's); a None gradient leaves its
+        array alone. Returns False, having written nothing, when a gradient is not finite
+        under nonfinite="skip" (FloatingPointError under "raise"). Raises what
         lrcore._validate.check_step raises, before anything is written."""
         cdef Py_ssize_t n = len(params), i
         cdef lrc_hyper h = self.h
@@ -289,7 +335,7 @@ cdef class StepCore:
         cdef lrc_array *arrays = stack_arrays
         cdef Span *spans = stack_spans
         cdef int64_t *steps
-        cdef int failed
+        cdef int failed, finite = 1
         if self.signature is None:
             raise ValueError("the state is not bound to arrays yet")
         h.lr = rate
@@ -310,12 +356,23 @@ cdef class StepCore:
                     "lrcore._validate.check_step accepts")
             steps = <int64_t *>cnp.PyArray_DATA(self.array_steps)
             with nogil:
-                failed = lrc_run(<lrc_kind>self.kind, &h, arrays, n, _num_threads)
-                if not failed:
-                    for i in range(n):
-                        steps[i] += 1
+                if self.nonfinite != NONFINITE_PROPAGATE:
+                    finite = lrc_all_finite(arrays, n, _num_threads)
+                failed = finite < 0
+                if finite == 1:
+                    failed = lrc_run(<lrc_kind>self.kind, &h, arrays, n, _num_threads)
+                    if not failed:
+                        for i in range(n):
+                            if arrays[i].grad != NULL:
+                                steps[i] += 1
             if failed:
                 raise MemoryError()
+            if not finite:
+                if self.nonfinite == NONFINITE_RAISE:
+                    from lrcore._validate import nonfinite_error
+                    raise nonfinite_error(grads)
+                return False
+            return True
         finally:
             if arrays != stack_arrays:
                 free(arrays)
@@ -340,16 +397,23 @@ def step(params, grads, state):
     cdef object c
     if _active:
         c = getattr(state, "_core", None)
-        if type(c) is StepCore and (<StepCore>c).signature is not None:
+        if type(c) is StepCore:
             core = <StepCore>c
             if cnp.PyArray_Check(params) and cnp.PyArray_Check(grads):
                 params, grads = [params], [grads]
             if type(params) is list and type(grads) is list and len(params) == len(grads) \
                     and len(params) > 0:
-                rate = core.rate(state)
-                core.run(params, grads, rate)
-                core.step_count += 1
-                return rate
+                core.acquire()
+                try:
+                    if core.signature is not None:
+                        rate = core.rate(state)
+                        if core.run(params, grads, rate):
+                            core.step_count += 1
+                            return rate
+                        core.skipped_steps += 1
+                        return 0.0
+                finally:
+                    core.release()
     if _python_step is None:
         from lrcore.optimizers import python_step
         _python_step = python_step

@@ -12,6 +12,7 @@
 #ifndef LRCORE_KERNELS_H
 #define LRCORE_KERNELS_H
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,7 +53,7 @@ typedef struct {
 /* One parameter array of a multi-array step. */
 typedef struct {
     void *param;            /* written */
-    const void *grad;       /* read only */
+    const void *grad;       /* read only; NULL (with n == 0) for an array the call skips */
     void *buf[3];           /* optimizer buffers, NULL where the options need none */
     lrc_index n;            /* element count */
     int64_t step;           /* this array's update count before this update */
@@ -173,13 +174,51 @@ static inline lrc_array lrc_slice(const lrc_array *a, lrc_index start, lrc_index
     return s;
 }
 
-/* One optimizer update over all arrays of a call. With threads > 1 and enough elements, the
- * arrays are cut into LRC_CHUNK-element chunks, numbered across arrays, and OpenMP hands
- * each thread a contiguous run of them; every element is updated by exactly one thread with
- * the same operations, so the result does not depend on the thread count. Returns 0, or -1
- * if memory for the chunk index ran out (nothing has been written then). */
-static int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, lrc_index count,
-                   int threads)
+/* 1 when every gradient element of the array is finite. |g| <= max is false for NaN and
+ * for ±inf; an OR over the comparison vectorizes (no float reduction order involved). */
+LRC_MULTIVERSION
+static int lrc_grad_finite(const lrc_array *a)
+{
+    int bad = 0;
+    if (a->dtype == LRC_FLOAT32) {
+        const float *LRC_RESTRICT g = (const float *)a->grad;
+        for (lrc_index i = 0; i < a->n; i++) bad |= !(fabsf(g[i]) <= FLT_MAX);
+    } else {
+        const double *LRC_RESTRICT g = (const double *)a->grad;
+        for (lrc_index i = 0; i < a->n; i++) bad |= !(fabs(g[i]) <= DBL_MAX);
+    }
+    return !bad;
+}
+
+/* What a pass over the arrays does to each piece: an optimizer update, or a finiteness test
+ * of the gradients that clears `finite` when it fails. */
+typedef struct {
+    lrc_kind kind;
+    const lrc_hyper *h;
+    int check_only;
+    int finite;
+} lrc_pass;
+
+static inline void lrc_pass_piece(lrc_pass *pass, const lrc_array *piece)
+{
+    if (pass->check_only) {
+        if (!lrc_grad_finite(piece)) {
+#ifdef _OPENMP
+            #pragma omp atomic write
+#endif
+            pass->finite = 0;
+        }
+    } else {
+        lrc_update(pass->kind, pass->h, piece);
+    }
+}
+
+/* Run a pass over all arrays of a call. With threads > 1 and enough elements, the arrays are
+ * cut into LRC_CHUNK-element chunks, numbered across arrays, and OpenMP hands each thread a
+ * contiguous run of them; every element gets the same operations from exactly one thread,
+ * so results do not depend on the thread count. Returns 0, or -1 if memory for the chunk
+ * index ran out (nothing has been done then). */
+static int lrc_for_all(lrc_pass *pass, const lrc_array *arrays, lrc_index count, int threads)
 {
     lrc_index total = 0;
     for (lrc_index i = 0; i < count; i++) total += arrays[i].n;
@@ -203,16 +242,33 @@ static int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, l
             }
             const lrc_index start = (c - first[lo]) * LRC_CHUNK;
             const lrc_index n = arrays[lo].n - start < LRC_CHUNK ? arrays[lo].n - start : LRC_CHUNK;
-            const lrc_array part = lrc_slice(&arrays[lo], start, n);
-            lrc_update(kind, h, &part);
+            const lrc_array piece = lrc_slice(&arrays[lo], start, n);
+            lrc_pass_piece(pass, &piece);
         }
         free(first);
         return 0;
     }
 #endif
     (void)threads;
-    for (lrc_index i = 0; i < count; i++) lrc_update(kind, h, &arrays[i]);
+    for (lrc_index i = 0; i < count; i++) lrc_pass_piece(pass, &arrays[i]);
     return 0;
+}
+
+/* The update of all arrays (arrays with n == 0, such as those a None gradient skips, are
+ * left alone). Returns 0, or -1 when out of memory (nothing written). */
+static int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, lrc_index count,
+                   int threads)
+{
+    lrc_pass pass = {kind, h, 0, 1};
+    return lrc_for_all(&pass, arrays, count, threads);
+}
+
+/* 1 when every gradient is finite, 0 when one is not, -1 when out of memory. */
+static int lrc_all_finite(const lrc_array *arrays, lrc_index count, int threads)
+{
+    lrc_pass pass = {LRC_SGD, NULL, 1, 1};
+    if (lrc_for_all(&pass, arrays, count, threads)) return -1;
+    return pass.finite;
 }
 
 #ifdef _OPENMP

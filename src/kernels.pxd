@@ -42,6 +42,7 @@ cdef extern from "kernels.h" nogil:
     int lrc_required_buffers(lrc_kind kind, const lrc_hyper *h)
     int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, lrc_index count,
                 int threads)
+    int lrc_all_finite(const lrc_array *arrays, lrc_index count, int threads)
     const char *lrc_isa_dispatched()
     const char *LRC_ISA_COMPILED
     const char *LRC_COMPILER

@@ -72,7 +72,7 @@ def test_state_dict_is_a_snapshot(backend, rng):
     assert sd["optimizer"] == "SGD" and sd["step_count"] == 1 and sd["array_steps"] == [1, 1]
     assert sd["arrays"] == [("float32", (4, 3)), ("float64", (5,))]
     assert sd["hyperparameters"] == dict(momentum=0.9, dampening=0.0, nesterov=True,
-                                         weight_decay=0.0, maximize=False)
+                                         weight_decay=0.0, maximize=False, nonfinite="propagate")
     saved = sd["buffers"]["momentum_buffer"][0].copy()
     lrcore.step(params, quadratic_grads(params), state)
     np.testing.assert_array_equal(sd["buffers"]["momentum_buffer"][0], saved)
@@ -171,7 +171,8 @@ def test_a_bad_state_dict_is_rejected_and_changes_nothing(sd, exc, message):
 
 def test_repr_shows_the_arguments():
     assert repr(lrcore.SGD(lr=0.1, momentum=0.9)) == (
-        "SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False)")
+        "SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False, "
+        "nonfinite='propagate')")
 
 
 def test_hyperparameters_are_read_only():
