@@ -15,8 +15,9 @@ from lrcore.schedules import LearningRateSchedule
 
 
 class Optimizer:
-    """Base of the optimizer states. Subclasses set the class attributes below, validate their
-    hyperparameters in __init__ and name their buffers in _buffers_needed().
+    """Base of the optimizer states. Subclasses set the class attributes below (_checks
+    validates each hyperparameter and makes it a read-only attribute), pass their keywords to
+    this __init__, and name their buffers in _buffers_needed().
 
     What a step reads and writes (counts, binding, buffers, the lr source) lives in
     self._core: the compiled StepCore of src/_kernels.pyx, or _Core below when the extension

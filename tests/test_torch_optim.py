@@ -65,32 +65,34 @@ def test_trains_like_torch_optim(backend, name, dtype, rtol):
     assert_close(params_of(mine), params_of(ref), rtol)
 
 
+def ten_steps(module, name):
+    model, x = model_and_data()
+    train(model, getattr(module, name)(model.parameters(), **OPTIONS[name]), x, 10)
+    return params_of(model)
+
+
+def five_then_five(first, second, name):
+    """5 steps with `first`'s optimizer, its state_dict loaded into `second`'s, 5 more."""
+    model, x = model_and_data()
+    a = getattr(first, name)(model.parameters(), **OPTIONS[name])
+    train(model, a, x, 5)
+    b = getattr(second, name)(model.parameters(), **OPTIONS[name])
+    b.load_state_dict(a.state_dict())
+    train(model, b, x, 5)
+    return params_of(model)
+
+
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_state_dicts_interchange_with_torch_optim(backend, name):
     """torch 5 steps -> lrcore 5 more, and lrcore 5 -> torch 5 more, both == torch 10."""
-    straight, x = model_and_data()
-    train(straight, getattr(torch.optim, name)(straight.parameters(), **OPTIONS[name]), x, 10)
-    for first, second in ((torch.optim, lt), (lt, torch.optim)):
-        model, _ = model_and_data()
-        a = getattr(first, name)(model.parameters(), **OPTIONS[name])
-        train(model, a, x, 5)
-        b = getattr(second, name)(model.parameters(), **OPTIONS[name])
-        b.load_state_dict(a.state_dict())
-        train(model, b, x, 5)
-        assert_close(params_of(model), params_of(straight), 1e-5)
+    straight = ten_steps(torch.optim, name)
+    assert_close(five_then_five(torch.optim, lt, name), straight, 1e-5)
+    assert_close(five_then_five(lt, torch.optim, name), straight, 1e-5)
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_resuming_from_its_own_state_dict_is_exact(backend, name):
-    straight, x = model_and_data()
-    train(straight, getattr(lt, name)(straight.parameters(), **OPTIONS[name]), x, 10)
-    model, _ = model_and_data()
-    a = getattr(lt, name)(model.parameters(), **OPTIONS[name])
-    train(model, a, x, 5)
-    b = getattr(lt, name)(model.parameters(), **OPTIONS[name])
-    b.load_state_dict(a.state_dict())
-    train(model, b, x, 5)
-    for got, want in zip(params_of(model), params_of(straight)):
+    for got, want in zip(five_then_five(lt, lt, name), ten_steps(lt, name)):
         np.testing.assert_array_equal(got, want)
 
 
