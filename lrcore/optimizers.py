@@ -77,11 +77,7 @@ class Optimizer:
                        for name in self._buffers_needed()})
         try:
             lr = self._lr_at(core.step_count)
-            if _backend.active == "cython":
-                updated = core.run(params, grads, lr)
-            else:
-                _validate.check_step(params, grads, core.signature, core.buffers)
-                updated = self._reference_update(params, grads, lr)
+            updated = self._update(params, grads, lr)
         except BaseException:
             if binding:
                 core.unbind()
@@ -93,6 +89,15 @@ class Optimizer:
             return 0.0
         core.step_count += 1
         return lr
+
+    def _update(self, params, grads, lr):
+        """The bound core's update on the active backend, after every check; False if skipped
+        for non-finite gradients under nonfinite="skip"."""
+        core = self._core
+        if _backend.active == "cython":
+            return core.run(params, grads, lr)
+        _validate.check_step(params, grads, core.signature, core.buffers)
+        return self._reference_update(params, grads, lr)
 
     def _reference_update(self, params, grads, lr):
         """The numpy backend's update (after check_step): False if skipped for non-finite
@@ -118,11 +123,7 @@ class Optimizer:
         core = self._core
         core.bind(_validate.signature_of((p.dtype, p.shape) for p in params), array_steps, buffers)
         try:
-            if _backend.active == "cython":
-                core.run(params, grads, lr)
-            else:
-                _validate.check_step(params, grads, core.signature, buffers)
-                self._reference_update(params, grads, lr)
+            self._update(params, grads, lr)
         finally:
             core.unbind()
 
