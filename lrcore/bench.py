@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import lrcore
-from lrcore import _backend, reference
+from lrcore import _backend
 
 LR = 1e-3
 

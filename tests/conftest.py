@@ -5,6 +5,8 @@ at once when lrcore did not load its compiled kernels: a silent fallback to nump
 make the suite pass.
 """
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +27,20 @@ def pytest_sessionstart(session):
 def pytest_report_header(config):
     where = getattr(_backend._kernels, "__file__", "not loaded")
     return f"lrcore {lrcore.__version__}: backend {lrcore.backend}, kernels {where}"
+
+
+def run_python(*args, **env):
+    """`python *args` in a fresh process, run beside the package under test (so it imports
+    the same lrcore), with this run's LRCORE_* variables replaced by `env`."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LRCORE_")}
+    full.update(env)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full,
+                          cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
+
+
+def run_cli(*args):
+    """`python -m lrcore *args` (see run_python)."""
+    return run_python("-m", "lrcore", *args)
 
 
 @pytest.fixture

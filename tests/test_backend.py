@@ -1,21 +1,12 @@
 """Backend selection: the compiled kernels by default, the numpy reference on request."""
 import os
-import subprocess
-import sys
 
 import pytest
 
 import lrcore
 from lrcore import _backend
 
-from conftest import NUMPY_REQUESTED
-
-
-def run_python(code, **env):
-    full_env = {k: v for k, v in os.environ.items() if k != "LRCORE_BACKEND"}
-    full_env.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=full_env, cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
+from conftest import NUMPY_REQUESTED, run_python
 
 
 @pytest.mark.skipif(NUMPY_REQUESTED, reason="this run asked for the numpy backend")
@@ -36,7 +27,7 @@ def test_set_backend_switches_and_rejects_unknown_names(compiled):
 
 
 def test_environment_selects_the_reference(compiled):
-    out = run_python("import lrcore; print(lrcore.backend)", LRCORE_BACKEND="numpy")
+    out = run_python("-c", "import lrcore; print(lrcore.backend)", LRCORE_BACKEND="numpy")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "numpy"
 
@@ -53,12 +44,12 @@ def test_missing_extension_warns_once_and_falls_back():
         "    lrcore.set_backend('auto')\n"
         "w = np.ones(3, np.float32); lrcore.step(w, w * 2, lrcore.SGD(lr=0.5))\n"
         "print(lrcore.backend, len(caught), caught[0].category.__name__, w[0])\n")
-    out = run_python(code)
+    out = run_python("-c", code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["numpy", "1", "RuntimeWarning", "0.0"]
 
 
 def test_demanding_the_kernels_without_them_fails_loudly():
-    out = run_python(BLOCK_EXTENSION + "import lrcore", LRCORE_BACKEND="cython")
+    out = run_python("-c", BLOCK_EXTENSION + "import lrcore", LRCORE_BACKEND="cython")
     assert out.returncode != 0
     assert "ImportError: the compiled lrcore kernels are not available" in out.stderr

@@ -8,10 +8,7 @@ import pytest
 import lrcore
 
 
-def run_cli(*args):
-    env = {k: v for k, v in os.environ.items() if k != "LRCORE_BACKEND"}
-    return subprocess.run([sys.executable, "-m", "lrcore", *args], capture_output=True,
-                          text=True, env=env, cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
+from conftest import run_cli, run_python
 
 
 def test_demo_prints_the_four_runs(compiled):
@@ -92,8 +89,7 @@ def test_plot_without_matplotlib_is_a_one_line_hint(tmp_path):
     code = ("import sys; sys.modules['matplotlib'] = None\n"
             "from lrcore.__main__ import main\n"
             f"main(['schedule', 'Constant', 'learning_rate=1', '--plot', {str(tmp_path / 'x.png')!r}])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
+    out = run_python("-c", code)
     assert out.returncode == 2
     assert "plots need matplotlib: pip install 'lrcore[plot]'" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "x.png").exists()

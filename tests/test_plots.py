@@ -1,13 +1,13 @@
 """Pictures (optional: matplotlib). Skipped without it; CI installs it."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import lrcore
 from lrcore import schedules
+
+from conftest import run_cli
 
 pytest.importorskip("matplotlib")
 
@@ -18,12 +18,6 @@ def is_png(path, min_bytes=5000):
     with open(path, "rb") as f:
         head = f.read(8)
     return head == PNG and os.path.getsize(path) >= min_bytes
-
-
-def run_cli(*args):
-    env = {k: v for k, v in os.environ.items() if k != "LRCORE_BACKEND"}
-    return subprocess.run([sys.executable, "-m", "lrcore", *args], capture_output=True, text=True,
-                          env=env, cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
 
 
 def test_demo_writes_its_pictures(tmp_path):

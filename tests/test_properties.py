@@ -2,12 +2,11 @@
 The compiled step equals the numpy reference bit for bit, and a state_dict round trip at a
 random step continues exactly."""
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lrcore
-from lrcore import reference, schedules
+from lrcore import schedules
 
 from test_optimizers import OPTIMIZERS, buffer_names
 

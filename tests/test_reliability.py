@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import lrcore
-from lrcore import reference
 
 from test_optimizers import OPTIMIZERS
 

@@ -1,7 +1,4 @@
 """Threads, ISA dispatch and build information."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -9,6 +6,7 @@ import pytest
 import lrcore
 from lrcore import reference
 
+from conftest import run_python
 from test_optimizers import OPTIMIZERS
 
 CHUNK = 32768       # src/kernels.h LRC_CHUNK: the parallel work item
@@ -69,23 +67,16 @@ def test_set_num_threads_round_trips(restore_threads):
     assert lrcore.get_num_threads() == 3 and lrcore.build_info()["num_threads"] == 3
 
 
-def python_with(code, **env):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("LRCORE_")}
-    full.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
-                          cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
-
-
 def test_the_environment_sets_the_default_thread_count():
-    out = python_with("import lrcore; print(lrcore.get_num_threads())", LRCORE_NUM_THREADS="3")
+    out = run_python("-c", "import lrcore; print(lrcore.get_num_threads())", LRCORE_NUM_THREADS="3")
     assert out.returncode == 0 and out.stdout.strip() == "3"
-    default = python_with("import lrcore, os; print(lrcore.get_num_threads(), len(os.sched_getaffinity(0)))")
+    default = run_python("-c", "import lrcore, os; print(lrcore.get_num_threads(), len(os.sched_getaffinity(0)))")
     got, cores = default.stdout.split()
     assert got == cores
 
 
 def test_a_bad_thread_count_in_the_environment_is_an_error():
-    out = python_with("import lrcore", LRCORE_NUM_THREADS="many")
+    out = run_python("-c", "import lrcore", LRCORE_NUM_THREADS="many")
     assert out.returncode != 0
     assert "LRCORE_NUM_THREADS must be an int >= 1, got 'many'" in out.stderr
 
