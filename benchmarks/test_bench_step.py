@@ -41,12 +41,11 @@ def test_step(benchmark, optimizer, workload, threads, implementation):
 
 
 @pytest.mark.parametrize("threads", [1, "all"])
-@pytest.mark.parametrize("nonfinite", ["propagate", "skip"])
-def test_nonfinite_check(benchmark, nonfinite, threads):
-    """Adam on 32M elements with and without the finiteness pass of nonfinite='skip'."""
+@pytest.mark.parametrize("case", list(bench.NONFINITE))
+def test_nonfinite_check(benchmark, case, threads):
+    """Adam on 32M elements: lrcore with and without nonfinite='skip', a skipped step (the
+    finiteness pass alone), and torch fused Adam with and without an amp GradScaler."""
+    if not bench.available(case):
+        pytest.skip(f"{case} is not installed")
     bench.set_threads(bench.all_threads() if threads == "all" else 1)
-    import lrcore
-    params, grads = bench.arrays(bench.WORKLOADS["1 x 32M"])
-    state = lrcore.Adam(lr=bench.LR, nonfinite=nonfinite)
-    lrcore.step(params, grads, state)
-    benchmark(lrcore.step, params, grads, state)
+    benchmark(bench.NONFINITE[case](bench.WORKLOADS["1 x 32M"]))

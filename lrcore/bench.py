@@ -183,7 +183,9 @@ def available(name):
     """Whether an implementation's package imports here."""
     try:
         if name.startswith("torch"):
-            import torch  # noqa: F401
+            import torch
+            if name == "torch GradScaler" and not hasattr(torch.amp, "GradScaler"):
+                return False                 # before torch 2.3 GradScaler was CUDA-only
         if name == "DeepSpeed":
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
                     contextlib.redirect_stderr(sink):
@@ -255,16 +257,52 @@ def bandwidth_table(workload, threads, progress):
     return rows
 
 
+# -- skipping a step with a NaN / inf gradient: Adam on one array ----------------------------
+
+def lrcore_adam(shapes, nonfinite, poisoned=False):
+    """lrcore Adam under `nonfinite`; poisoned puts a NaN in the last gradient element, so a
+    'skip' step makes the whole finiteness pass and then writes nothing."""
+    params, grads = arrays(shapes)
+    state = lrcore.Adam(lr=LR, nonfinite=nonfinite)
+    lrcore.step(params, grads, state)
+    if poisoned:
+        grads[-1].reshape(-1)[-1] = np.nan
+    return lambda: lrcore.step(params, grads, state)
+
+
+def torch_grad_scaler_step(shapes):
+    """torch's way to skip a step on NaN / inf gradients: fused Adam stepped through an amp
+    GradScaler (scale 1, never grown), which first checks and unscales every gradient."""
+    import torch
+    opt = torch.optim.Adam(_torch_params(shapes), lr=LR, fused=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=2**30)
+    one = torch.ones(())
+
+    def step():
+        scaler.scale(one)                # what scaler.scale(loss) records before backward()
+        scaler.step(opt)
+        scaler.update()
+    step()
+    return step
+
+
+NONFINITE = {
+    "lrcore": lambda shapes: lrcore_adam(shapes, "propagate"),
+    "lrcore skip": lambda shapes: lrcore_adam(shapes, "skip"),
+    "check only": lambda shapes: lrcore_adam(shapes, "skip", poisoned=True),
+    "torch fused": lambda shapes: torch_step("adam", shapes, "fused"),
+    "torch GradScaler": torch_grad_scaler_step,
+}
+
+
 def nonfinite_cost(workload, threads, progress):
-    """(propagate, skip) seconds per Adam step: the cost of checking the gradients first."""
+    """Seconds per Adam step of each available NONFINITE case."""
     set_threads(all_threads() if threads == "all" else threads)
-    params, grads = arrays(WORKLOADS[workload])
-    times = []
-    for mode in ("propagate", "skip"):
-        progress(f"  adam {workload}, {threads} thread(s): nonfinite={mode} ...")
-        state = lrcore.Adam(lr=LR, nonfinite=mode)
-        lrcore.step(params, grads, state)
-        times.append(time_per_step(lambda: lrcore.step(params, grads, state)))
+    times = {}
+    for name, make in NONFINITE.items():
+        if available(name):
+            progress(f"  adam {workload}, {threads} thread(s): {name} ...")
+            times[name] = time_per_step(make(WORKLOADS[workload]))
     return times
 
 
@@ -298,11 +336,18 @@ def report(quick=False, only=None, out=print, progress=None):
             out(f"{optimizer:<10}{BYTES_PER_ELEMENT[optimizer]:>9}{format_time(seconds):>12}"
                 f"{format_time(floor):>12}{seconds / floor:>9.2f}{format_time(torch_fused):>13}")
     out("")
-    out(f"{workload}, Adam: cost of nonfinite='skip' / 'raise' (a finiteness pass over the "
-        f"gradients before any write)")
+    out(f"{workload}, Adam: skipping steps with NaN / inf gradients (lrcore nonfinite='skip'; "
+        f"torch fused under an amp GradScaler); check only = a skipped step")
+    out(f"{'threads':>8}{'lrcore':>11}{'skip':>11}{'cost':>8}{'check only':>12}"
+        f"{'torch fused':>13}{'GradScaler':>12}{'cost':>8}")
     for threads in (1, "all"):
-        plain, checked = nonfinite_cost(workload, threads, progress)
-        out(f"  {threads!s:>3} thread(s): {format_time(plain)} -> {format_time(checked)} "
-            f"(+{100 * (checked / plain - 1):.0f} %)")
+        times = nonfinite_cost(workload, threads, progress)
+        cells = [format_time(times["lrcore"]), format_time(times["lrcore skip"]),
+                 f"+{100 * (times['lrcore skip'] / times['lrcore'] - 1):.0f} %",
+                 format_time(times["check only"])]
+        if "torch GradScaler" in times:
+            cells += [format_time(times["torch fused"]), format_time(times["torch GradScaler"]),
+                      f"+{100 * (times['torch GradScaler'] / times['torch fused'] - 1):.0f} %"]
+        out(f"{threads!s:>8}" + "".join(f"{c:>{w}}" for c, w in zip(cells, (11, 11, 8, 12, 13, 12, 8))))
     set_threads(all_threads())
     return rows

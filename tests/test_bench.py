@@ -1,6 +1,7 @@
 """The bench command's tables (on tiny workloads: the timings themselves are benchmarks/')."""
 import math
 
+import numpy as np
 import pytest
 
 from lrcore import bench
@@ -26,6 +27,7 @@ def test_report_prints_adam_and_bandwidth_tables(compiled, tiny):
         assert ratio is None                      # no torch / DeepSpeed column asked for
     for optimizer in bench.OPTIMIZERS:
         assert any(line.startswith(optimizer + " ") for line in lines)
+    assert "skipping steps with NaN / inf gradients" in text
 
 
 def test_resnet50_list_has_torchvisions_shapes():
@@ -41,3 +43,21 @@ def test_every_implementation_steps_the_arrays_it_was_given(compiled):
         step = bench.IMPLEMENTATIONS[name]("adam", [(8,)])
         assert step is not None, name
         step()
+
+
+def test_check_only_case_is_a_skipped_step(compiled, monkeypatch):
+    made = []
+    real = bench.arrays
+    monkeypatch.setattr(bench, "arrays", lambda shapes: made.append(real(shapes)) or made[-1])
+    step = bench.NONFINITE["check only"]([(8,), (3,)])
+    params, grads = made[0]
+    before = [p.copy() for p in params]
+    assert np.isnan(grads[-1][-1])
+    assert step() == 0.0
+    assert all(np.array_equal(a, b) for a, b in zip(before, params))
+
+
+def test_every_nonfinite_case_steps(compiled):
+    for name, make in bench.NONFINITE.items():
+        if bench.available(name):
+            make([(8,)])()
