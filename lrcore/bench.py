@@ -259,11 +259,11 @@ def bandwidth_table(workload, threads, progress):
 
 # -- skipping a step with a NaN / inf gradient: Adam on one array ----------------------------
 
-def lrcore_adam(shapes, nonfinite, poisoned=False):
-    """lrcore Adam under `nonfinite`; poisoned puts a NaN in the last gradient element, so a
-    'skip' step makes the whole finiteness pass and then writes nothing."""
+def lrcore_adam_skip(shapes, poisoned=False):
+    """lrcore Adam under nonfinite='skip'; poisoned puts a NaN in the last gradient element, so
+    each step makes the whole finiteness pass and then writes nothing."""
     params, grads = arrays(shapes)
-    state = lrcore.Adam(lr=LR, nonfinite=nonfinite)
+    state = lrcore.Adam(lr=LR, nonfinite="skip")
     lrcore.step(params, grads, state)
     if poisoned:
         grads[-1].reshape(-1)[-1] = np.nan
@@ -287,9 +287,9 @@ def torch_grad_scaler_step(shapes):
 
 
 NONFINITE = {
-    "lrcore": lambda shapes: lrcore_adam(shapes, "propagate"),
-    "lrcore skip": lambda shapes: lrcore_adam(shapes, "skip"),
-    "check only": lambda shapes: lrcore_adam(shapes, "skip", poisoned=True),
+    "lrcore": lambda shapes: lrcore_step("adam", shapes),
+    "lrcore skip": lrcore_adam_skip,
+    "check only": lambda shapes: lrcore_adam_skip(shapes, poisoned=True),
     "torch fused": lambda shapes: torch_step("adam", shapes, "fused"),
     "torch GradScaler": torch_grad_scaler_step,
 }
