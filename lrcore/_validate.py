@@ -162,11 +162,16 @@ def real(value, name, *, low=0.0, high=math.inf, high_open=False):
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_kind(value)}")
-    value = float(value)
+    shown = value
+    try:
+        value = float(value)
+    except OverflowError:       # an int beyond float range, e.g. 10**400
+        value, shown = (math.inf if value > 0 else -math.inf), "an int too large for a float"
     in_range = low <= value < high if high_open else low <= value <= high
     if not (math.isfinite(value) and in_range):
         upper = "" if high == math.inf else f" and {'<' if high_open else '<='} {high:g}"
-        raise ValueError(f"{name} must be a finite number >= {low:g}{upper}, got {value!r}")
+        shown = shown if isinstance(shown, str) else repr(value)
+        raise ValueError(f"{name} must be a finite number >= {low:g}{upper}, got {shown}")
     return value
 
 

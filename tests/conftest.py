@@ -29,13 +29,15 @@ def pytest_report_header(config):
     return f"lrcore {lrcore.__version__}: backend {lrcore.backend}, kernels {where}"
 
 
-def run_python(*args, **env):
+def run_python(*args, timeout=300, **env):
     """`python *args` in a fresh process, run beside the package under test (so it imports
-    the same lrcore), with this run's LRCORE_* variables replaced by `env`."""
+    the same lrcore), with this run's LRCORE_* variables replaced by `env`. A child still
+    running after `timeout` seconds is killed and the test fails (subprocess.TimeoutExpired):
+    a hang regression fails CI instead of stalling it."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("LRCORE_")}
     full.update(env)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full,
-                          cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
+                          cwd=os.path.dirname(os.path.dirname(lrcore.__file__)), timeout=timeout)
 
 
 def run_cli(*args):
