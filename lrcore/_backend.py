@@ -48,11 +48,16 @@ def set_backend(name):
 _num_threads = 1
 
 
+MAX_THREADS = 1024      # src/pool.h LRC_MAX_THREADS
+
+
 def set_num_threads(n):
-    """Use up to n threads for a large step (results are bit-identical for any n)."""
+    """Use up to n threads for a large step, 1 <= n <= MAX_THREADS (results are bit-identical
+    for any n). The pool starts its threads when a step first needs them."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        shown = repr(n) if not isinstance(n, int) or abs(n) < 10**12 else "a larger int"
+        raise ValueError(f"n must be an int from 1 to {MAX_THREADS}, got {shown}")
     if _kernels is not None:
         _kernels.set_num_threads(n)
     _num_threads = n
@@ -67,13 +72,18 @@ def _default_threads():
     value = os.environ.get("LRCORE_NUM_THREADS", "").strip()
     if value:
         try:
-            return int(value)
+            n = int(value)
         except ValueError:
-            raise ValueError(f"LRCORE_NUM_THREADS must be an int >= 1, got {value!r}") from None
+            n = 0
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(f"LRCORE_NUM_THREADS must be an int from 1 to {MAX_THREADS}, "
+                             f"got {value[:40]!r}")
+        return n
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:       # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return min(cores, MAX_THREADS)
 
 
 set_backend(os.environ.get("LRCORE_BACKEND", "").strip().lower() or "auto")

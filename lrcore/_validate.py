@@ -10,6 +10,12 @@ import numbers
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INT64_MAX = 2**63 - 1
+
+# RuntimeError of a state used again by the thread that is stepping it (its lr callable): the
+# state's lock is held, so waiting for it would never end.
+REENTRANT_USE = ("this state is already in use by this thread: an lr callable (or code it "
+                 "calls) cannot step, snapshot or load the state whose rate it computes")
 
 
 def as_lists(params, grads):
@@ -75,9 +81,20 @@ def check_step(params, grads, signature, buffers):
     _check_overlaps(params, grads, buffers)
 
 
+def refused_subclass(a):
+    """Whether ndarray `a` is of a subclass whose arithmetic is not ndarray's element-wise
+    arithmetic (numpy.matrix: * is a matrix product; masked arrays: a mask the update would
+    have to honour), so an update written for ndarrays would compute something else."""
+    return isinstance(a, (np.matrix, np.ma.MaskedArray))
+
+
 def _check_array(a, name, writeable):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {_kind(a)}")
+    if refused_subclass(a):
+        raise TypeError(f"{name} must be a numpy.ndarray with element-wise arithmetic, got "
+                        f"{type(a).__module__}.{_kind(a)}; pass its data as a plain ndarray "
+                        f"(np.asarray)")
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
     if not a.flags.c_contiguous:
@@ -121,6 +138,22 @@ def _check_overlaps(params, grads, buffers):
             last_any = (end, name)
         if written and end > last_written[0]:
             last_written = (end, name)
+
+
+def check_counts(step_count, skipped_steps, array_steps, grads, counts_skips):
+    """ValueError when this step could not be counted: step_count, the count of an array it
+    updates (a non-None gradient), or with nonfinite="skip" skipped_steps, at 2**63 − 1, the
+    largest count the state holds. Raised before anything is written."""
+    if step_count >= INT64_MAX:
+        raise ValueError(f"state.step_count is {step_count}, the largest count a state holds; "
+                         f"no further step can be taken")
+    if counts_skips and skipped_steps >= INT64_MAX:
+        raise ValueError(f"state.skipped_steps is {skipped_steps}, the largest count a state "
+                         f"holds; no further step can be taken with nonfinite='skip'")
+    for i, (steps, g) in enumerate(zip(array_steps, grads)):
+        if g is not None and steps >= INT64_MAX:
+            raise ValueError(f"state.array_steps[{i}] is {steps}, the largest count a state "
+                             f"holds; params[{i}] cannot be updated again")
 
 
 def all_finite(grads):

@@ -75,45 +75,63 @@ class Optimizer:
                       np.zeros(len(params), dtype=np.int64),
                       {name: [np.full_like(p, self._buffer_start(name)) for p in params]
                        for name in self._buffers_needed()})
+        calls = core.step_count + core.skipped_steps
         try:
             lr = self._lr_at(core.step_count)
             updated = self._update(params, grads, lr)
         except BaseException:
-            if binding:
+            # the update commits its counts with its writes, so unchanged counts mean that
+            # nothing was written (even when a KeyboardInterrupt lands after the update)
+            if binding and core.step_count + core.skipped_steps == calls:
                 core.unbind()
             raise
         if not updated:         # nonfinite="skip": nothing changed but the count of skips
             if binding:
                 core.unbind()
-            core.skipped_steps += 1
             return 0.0
-        core.step_count += 1
         return lr
 
     def _update(self, params, grads, lr):
-        """The bound core's update on the active backend, after every check; False if skipped
-        for non-finite gradients under nonfinite="skip"."""
+        """The bound core's update on the active backend, after every check, counted
+        (step_count, array_steps; skipped_steps for a skip); False if skipped for non-finite
+        gradients under nonfinite="skip"."""
         core = self._core
         if _backend.active == "cython":
             return core.run(params, grads, lr)
         _validate.check_step(params, grads, core.signature, core.buffers)
+        _validate.check_counts(core.step_count, core.skipped_steps, core.array_steps.tolist(),
+                               grads, core.nonfinite == NONFINITE["skip"])
         return self._reference_update(params, grads, lr)
 
     def _reference_update(self, params, grads, lr):
-        """The numpy backend's update (after check_step): False if skipped for non-finite
-        gradients under nonfinite="skip"."""
+        """The numpy backend's update (after the checks), all or nothing: every array's new
+        values are computed into copies first, so an exception part-way (np.seterr(all=
+        "raise"), MemoryError, Ctrl-C) leaves params and buffers untouched; then the copies
+        and counts are committed by _commit. False if skipped for non-finite gradients under
+        nonfinite="skip"."""
         core = self._core
         if core.nonfinite != NONFINITE["propagate"] and not _validate.all_finite(grads):
             if core.nonfinite == NONFINITE["raise"]:
                 raise _validate.nonfinite_error(grads)
+            _commit([lambda n=core.skipped_steps + 1: setattr(core, "skipped_steps", n)])
             return False
+        writes = []     # (target, new value)
+        counts = []     # (index, new count)
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
-            buffers = {name: arrays[i] for name, arrays in core.buffers.items()}
-            self._reference(p, g, step=int(core.array_steps[i]), lr=lr, **buffers,
-                            **self._update_hyper)
-            core.array_steps[i] += 1       # in place: the core owns the array
+            # base-class views: ndarray arithmetic whatever the subclass (e.g. numpy.memmap)
+            new_p = np.array(p, copy=True, subok=False)
+            new_buffers = {name: arrays[i].copy() for name, arrays in core.buffers.items()}
+            self._reference(new_p, g.view(np.ndarray), step=int(core.array_steps[i]), lr=lr,
+                            **new_buffers, **self._update_hyper)
+            writes.append((p, new_p))
+            writes += [(core.buffers[name][i], new) for name, new in new_buffers.items()]
+            counts.append((i, int(core.array_steps[i]) + 1))
+        steps = core.array_steps        # in place: the core owns the array
+        _commit([lambda t=t, v=v: np.copyto(t, v) for t, v in writes]
+                + [lambda i=i, n=n: steps.__setitem__(i, n) for i, n in counts]
+                + [lambda n=core.step_count + 1: setattr(core, "step_count", n)])
         return True
 
     def _update_external(self, params, grads, buffers, array_steps, lr):
@@ -213,10 +231,19 @@ class Optimizer:
     # -- state_dict ------------------------------------------------------------------
 
     def state_dict(self):
-        """A snapshot with copies of the buffers (later steps do not change it):
+        """A snapshot with copies of the buffers (later steps do not change it), taken under
+        the state's lock, so it is of one state that existed even while other threads step:
         {"optimizer", "lr", "hyperparameters", "step_count", "array_steps",
         "arrays": [(dtype name, shape) per param array, as bound by the first step],
         "buffers": {name: [array per param]}}."""
+        core = self._core
+        core.acquire()
+        try:
+            return self._state_dict_locked()
+        finally:
+            core.release()
+
+    def _state_dict_locked(self):
         core = self._core
         arrays = [] if core.signature is None else _validate.describe(core.signature)
         return {
@@ -296,6 +323,27 @@ class Optimizer:
 NONFINITE = {"propagate": 0, "skip": 1, "raise": 2}     # as _kernels.NONFINITE_*
 
 
+def _commit(operations):
+    """Run every operation (each idempotent: a copy or an assignment of a final value) to the
+    end, even if an exception raised by a signal handler (KeyboardInterrupt) lands part-way:
+    the interrupted operation is run again and the exception re-raised once all are done, so
+    the numpy backend's writes and counts land together or, had it come earlier, not at all."""
+    pending, index, retries = None, 0, 0
+    while index < len(operations):
+        try:
+            while index < len(operations):
+                operations[index]()
+                index += 1
+                retries = 0
+        except BaseException as exc:     # noqa: BLE001 - re-raised below
+            pending = pending or exc
+            retries += 1
+            if retries > 100:            # not an interrupt: the operation itself fails
+                raise
+    if pending is not None:
+        raise pending
+
+
 class _Core:
     """A state's counts, binding, buffers and lock when the compiled kernels are absent: the
     same attributes as the compiled StepCore (src/_kernels.pyx), for the numpy backend."""
@@ -306,8 +354,20 @@ class _Core:
         self.skipped_steps = 0
         self.nonfinite = nonfinite
         self._lock = threading.Lock()
-        self.acquire, self.release = self._lock.acquire, self._lock.release
+        self._owner = None
         self.unbind()
+
+    def acquire(self):
+        """Take the lock; RuntimeError if this thread holds it (see StepCore.acquire)."""
+        me = threading.get_ident()
+        if self._owner == me:
+            raise RuntimeError(_validate.REENTRANT_USE)
+        self._lock.acquire()
+        self._owner = me
+
+    def release(self):
+        self._owner = None
+        self._lock.release()
 
     def bind(self, signature, array_steps, buffers):
         self.signature, self.array_steps, self.buffers = signature, array_steps, buffers

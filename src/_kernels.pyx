@@ -7,7 +7,7 @@ signature, overlap), then one nogil region runs the element kernels of src/kerne
 arrays of the call. The checks here are boolean and cheap; when one fails, the Python
 validator (lrcore/_validate.py) is asked to raise, so both backends give the same messages.
 """
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, INT64_MAX
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, NOWAIT_LOCK,
                                WAIT_LOCK)
@@ -18,7 +18,8 @@ cimport numpy as cnp
 
 from kernels cimport (lrc_hyper, lrc_array, lrc_kind, LRC_FLOAT32, LRC_FLOAT64,
                       LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM, lrc_required_buffers,
-                      lrc_run, lrc_all_finite, lrc_isa_dispatched, LRC_ISA_COMPILED, LRC_COMPILER, LRC_OPENMP)
+                      lrc_run, lrc_all_finite, lrc_isa_dispatched, LRC_ISA_COMPILED, LRC_COMPILER,
+                      LRC_THREADING, LRC_MAX_THREADS, lrc_pool_workers)
 from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value
 
 cdef extern from "overlap.h" nogil:
@@ -34,6 +35,11 @@ cnp.import_array()
 
 cdef extern from "numpy/arrayobject.h":
     bint PyArray_ISNOTSWAPPED(cnp.ndarray)
+
+cdef extern from "pythread.h":
+    unsigned long PyThread_get_thread_ident()
+
+MAX_THREADS = LRC_MAX_THREADS
 
 # Optimizer kinds (lrc_kind); lrcore/optimizers.py passes these to step(). AdamW is ADAM
 # with decoupled_weight_decay set.
@@ -118,10 +124,15 @@ cdef class CompiledSchedule:
         return out
 
 
-cdef inline bint _float_array(object obj, int typenum, int flags) noexcept:
-    """obj is an ndarray of typenum in native byte order with all of `flags` set."""
+cdef inline bint _float_array(object obj, int typenum, int flags) except -1:
+    """obj is an ndarray of typenum in native byte order with all of `flags` set, and not of a
+    subclass whose arithmetic differs from ndarray's (lrcore._validate.refused_subclass)."""
     if not cnp.PyArray_Check(obj):
         return False
+    if type(obj) is not cnp.ndarray:
+        from lrcore._validate import refused_subclass
+        if refused_subclass(obj):
+            return False
     cdef cnp.ndarray a = <cnp.ndarray>obj
     return (cnp.PyArray_TYPE(a) == typenum and PyArray_ISNOTSWAPPED(a)
             and (cnp.PyArray_FLAGS(a) & flags) == flags)
@@ -218,10 +229,11 @@ _python_step = None           # lrcore.optimizers.python_step, imported on first
 
 
 def set_num_threads(int n):
-    """Threads the kernels may use for a large call (1: the calling thread only)."""
+    """Threads the kernels may use for a large call (1: the calling thread only); lrcore's
+    set_num_threads validates n first."""
     global _num_threads
-    if n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n}")
+    if not 1 <= n <= LRC_MAX_THREADS:
+        raise ValueError(f"n must be an int from 1 to {LRC_MAX_THREADS}, got {n}")
     _num_threads = n
 
 
@@ -234,7 +246,14 @@ def set_active(bint active):
 def build_info():
     """What this extension was compiled with and what it dispatches to on this CPU."""
     return {"compiler": LRC_COMPILER.decode(), "isa_compiled": LRC_ISA_COMPILED.decode().split(","),
-            "isa_dispatched": lrc_isa_dispatched().decode(), "openmp": LRC_OPENMP}
+            "isa_dispatched": lrc_isa_dispatched().decode(), "openmp": 0,
+            "threading": LRC_THREADING.decode()}
+
+
+def pool_workers():
+    """Worker threads the pool has started in this process (0 before any parallel call, and
+    in a forked child until it makes one)."""
+    return lrc_pool_workers()
 
 
 cdef class StepCore:
@@ -252,6 +271,7 @@ cdef class StepCore:
     cdef public int64_t skipped_steps
     cdef readonly int nonfinite           # NONFINITE_PROPAGATE, _SKIP or _RAISE
     cdef PyThread_type_lock lock          # serializes steps on this state
+    cdef unsigned long owner              # ident of the thread holding lock, 0 when free
     cdef readonly cnp.ndarray array_steps      # updated in place, never replaced but by bind()
     cdef readonly object signature
     cdef readonly dict buffers
@@ -295,12 +315,20 @@ cdef class StepCore:
         self.signature, self.array_steps, self.buffers, self.slots = signature, array_steps, buffers, slots
 
     def acquire(self):
-        """Take this state's lock, waiting without holding the GIL."""
+        """Take this state's lock, waiting without holding the GIL. RuntimeError if this thread
+        holds it already (an lr callable stepping or snapshotting its own state), which would
+        otherwise wait forever."""
+        cdef unsigned long me = PyThread_get_thread_ident()
+        if self.owner == me:        # only this thread can have stored its own ident
+            from lrcore._validate import REENTRANT_USE
+            raise RuntimeError(REENTRANT_USE)
         if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
             with nogil:
                 PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        self.owner = me
 
     def release(self):
+        self.owner = 0
         PyThread_release_lock(self.lock)
 
     def unbind(self):
@@ -324,10 +352,12 @@ cdef class StepCore:
 
     def run(self, list params, list grads, double rate):
         """Update every array of `params` in place at `rate`, in one nogil region, and count
-        one update per updated array (step_count is the caller's); a None gradient leaves its
-        array alone. Returns False, having written nothing, when a gradient is not finite
-        under nonfinite="skip" (FloatingPointError under "raise"). Raises what
-        lrcore._validate.check_step raises, before anything is written."""
+        it: step_count and each updated array's count advance (a None gradient leaves its
+        array and count alone). Returns False, having written nothing but skipped_steps + 1,
+        when a gradient is not finite under nonfinite="skip" (FloatingPointError under
+        "raise"). Raises what lrcore._validate.check_step and check_counts raise, before
+        anything is written. The counts are committed in the same C call as the update, so no
+        Python code (and no KeyboardInterrupt) can come between them."""
         cdef Py_ssize_t n = len(params), i
         cdef lrc_hyper h = self.h
         cdef lrc_array stack_arrays[STACK_ARRAYS]
@@ -355,6 +385,16 @@ cdef class StepCore:
                     "lrcore internal error: the compiled checks rejected arrays that "
                     "lrcore._validate.check_step accepts")
             steps = <int64_t *>cnp.PyArray_DATA(self.array_steps)
+            failed = self.step_count == INT64_MAX or (
+                self.nonfinite == NONFINITE_SKIP and self.skipped_steps == INT64_MAX)
+            for i in range(n):
+                failed = failed or (arrays[i].grad != NULL and steps[i] == INT64_MAX)
+            if failed:
+                from lrcore._validate import check_counts
+                check_counts(self.step_count, self.skipped_steps, self.array_steps.tolist(),
+                             grads, self.nonfinite == NONFINITE_SKIP)
+                raise AssertionError("lrcore internal error: check_counts accepted a count at "
+                                     "its limit")
             with nogil:
                 if self.nonfinite != NONFINITE_PROPAGATE:
                     finite = lrc_all_finite(arrays, n, _num_threads)
@@ -365,6 +405,9 @@ cdef class StepCore:
                         for i in range(n):
                             if arrays[i].grad != NULL:
                                 steps[i] += 1
+                        self.step_count += 1
+                elif finite == 0 and self.nonfinite == NONFINITE_SKIP:
+                    self.skipped_steps += 1
             if failed:
                 raise MemoryError()
             if not finite:
@@ -407,11 +450,7 @@ def step(params, grads, state):
                 try:
                     if core.signature is not None:
                         rate = core.rate(state)
-                        if core.run(params, grads, rate):
-                            core.step_count += 1
-                            return rate
-                        core.skipped_steps += 1
-                        return 0.0
+                        return rate if core.run(params, grads, rate) else 0.0
                 finally:
                     core.release()
     if _python_step is None:

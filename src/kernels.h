@@ -17,6 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
 
 #if defined(_MSC_VER)
 #define LRC_RESTRICT __restrict
@@ -69,18 +72,22 @@ enum { LRC_WD_NONE, LRC_WD_L2, LRC_WD_DECOUPLED };
 
 /* The dtype-generic loops: kernels_impl.h is included once per element type. */
 #define LRC_REAL float
+#define LRC_BITS uint32_t
 #define LRC_NAME(name) name##_f32
 #define LRC_SQRT sqrtf
 #include "kernels_impl.h"
 #undef LRC_REAL
+#undef LRC_BITS
 #undef LRC_NAME
 #undef LRC_SQRT
 
 #define LRC_REAL double
+#define LRC_BITS uint64_t
 #define LRC_NAME(name) name##_f64
 #define LRC_SQRT sqrt
 #include "kernels_impl.h"
 #undef LRC_REAL
+#undef LRC_BITS
 #undef LRC_NAME
 #undef LRC_SQRT
 
@@ -133,17 +140,19 @@ static inline const char *lrc_isa_dispatched(void) { return "default"; }
 
 /* One optimizer update of one array. Per-array scalars that depend on the array's own update
  * number t = step + 1 (Adagrad's decayed rate, Adam's bias corrections) are computed here,
- * once, in double. */
+ * once, in double, from the exact integers step and step + 1 each rounded once to double, as
+ * the reference's Python ints are (they differ from (double)step + 1.0 at step >= 2**53).
+ * step + 1 cannot overflow: a step at step == INT64_MAX is refused before any kernel runs. */
 LRC_MULTIVERSION
 static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
 {
-    const double t = (double)a->step + 1.0;
+    const double t = (double)(a->step + 1);
     switch (kind) {
     case LRC_SGD:
         LRC_DISPATCH(sgd, a, h, lrc_sgd_mode(h, a->step));
         break;
     case LRC_ADAGRAD:
-        LRC_DISPATCH(adagrad, a, h, h->lr / (1.0 + (t - 1.0) * h->lr_decay));
+        LRC_DISPATCH(adagrad, a, h, h->lr / (1.0 + (double)a->step * h->lr_decay));
         break;
     case LRC_RMSPROP:
         LRC_DISPATCH(rmsprop, a, h);
@@ -196,60 +205,69 @@ typedef struct {
     lrc_kind kind;
     const lrc_hyper *h;
     int check_only;
-    int finite;
+    int finite;             /* written only as 0, by any thread: a relaxed atomic store */
 } lrc_pass;
 
 static inline void lrc_pass_piece(lrc_pass *pass, const lrc_array *piece)
 {
     if (pass->check_only) {
         if (!lrc_grad_finite(piece)) {
-#ifdef _OPENMP
-            #pragma omp atomic write
-#endif
+#if defined(__GNUC__) || defined(__clang__)
+            __atomic_store_n(&pass->finite, 0, __ATOMIC_RELAXED);
+#else
             pass->finite = 0;
+#endif
         }
     } else {
         lrc_update(pass->kind, pass->h, piece);
     }
 }
 
-/* Run a pass over all arrays of a call. With threads > 1 and enough elements, the arrays are
- * cut into LRC_CHUNK-element chunks, numbered across arrays, and OpenMP hands each thread a
- * contiguous run of them; every element gets the same operations from exactly one thread,
- * so results do not depend on the thread count. Returns 0, or -1 if memory for the chunk
- * index ran out (nothing has been done then). */
+/* A pass cut into LRC_CHUNK-element chunks numbered across the arrays: first[i] is the number
+ * of array i's first chunk, first[count] the number of chunks. */
+typedef struct {
+    lrc_pass *pass;
+    const lrc_array *arrays;
+    lrc_index count;
+    const lrc_index *first;
+} lrc_chunked_pass;
+
+static void lrc_pass_chunk(void *ctx, ptrdiff_t c)
+{
+    const lrc_chunked_pass *job = (const lrc_chunked_pass *)ctx;
+    /* the array holding chunk c: the last lo with first[lo] <= c (so first[lo + 1] > c, which
+     * also steps over empty arrays) */
+    lrc_index lo = 0, hi = job->count;
+    while (hi - lo > 1) {
+        const lrc_index mid = lo + (hi - lo) / 2;
+        if (job->first[mid] <= c) lo = mid; else hi = mid;
+    }
+    const lrc_array *a = &job->arrays[lo];
+    const lrc_index start = (c - job->first[lo]) * LRC_CHUNK;
+    const lrc_index n = a->n - start < LRC_CHUNK ? a->n - start : LRC_CHUNK;
+    const lrc_array piece = lrc_slice(a, start, n);
+    lrc_pass_piece(job->pass, &piece);
+}
+
+/* Run a pass over all arrays of a call. With threads > 1 and enough elements, the chunks are
+ * shared out by the thread pool (src/pool.h); every element gets the same operations from
+ * exactly one thread, so results do not depend on the thread count. Returns 0, or -1 if memory
+ * for the chunk index ran out (nothing has been done then). */
 static int lrc_for_all(lrc_pass *pass, const lrc_array *arrays, lrc_index count, int threads)
 {
     lrc_index total = 0;
     for (lrc_index i = 0; i < count; i++) total += arrays[i].n;
-#ifdef _OPENMP
     if (threads > 1 && total >= LRC_PARALLEL_MIN) {
-        /* first[i]: number of the first chunk of array i; first[count]: all chunks */
         lrc_index *first = (lrc_index *)malloc((size_t)(count + 1) * sizeof(lrc_index));
         if (!first) return -1;
         first[0] = 0;
         for (lrc_index i = 0; i < count; i++)
             first[i + 1] = first[i] + (arrays[i].n + LRC_CHUNK - 1) / LRC_CHUNK;
-        const lrc_index chunks = first[count];
-        #pragma omp parallel for num_threads(threads) schedule(static)
-        for (lrc_index c = 0; c < chunks; c++) {
-            /* the array holding chunk c: the last lo with first[lo] <= c (so first[lo + 1] > c,
-             * which also steps over empty arrays) */
-            lrc_index lo = 0, hi = count;
-            while (hi - lo > 1) {
-                const lrc_index mid = lo + (hi - lo) / 2;
-                if (first[mid] <= c) lo = mid; else hi = mid;
-            }
-            const lrc_index start = (c - first[lo]) * LRC_CHUNK;
-            const lrc_index n = arrays[lo].n - start < LRC_CHUNK ? arrays[lo].n - start : LRC_CHUNK;
-            const lrc_array piece = lrc_slice(&arrays[lo], start, n);
-            lrc_pass_piece(pass, &piece);
-        }
+        lrc_chunked_pass job = {pass, arrays, count, first};
+        lrc_pool_run(threads, first[count], lrc_pass_chunk, &job);
         free(first);
         return 0;
     }
-#endif
-    (void)threads;
     for (lrc_index i = 0; i < count; i++) lrc_pass_piece(pass, &arrays[i]);
     return 0;
 }
@@ -270,12 +288,6 @@ static int lrc_all_finite(const lrc_array *arrays, lrc_index count, int threads)
     if (lrc_for_all(&pass, arrays, count, threads)) return -1;
     return pass.finite;
 }
-
-#ifdef _OPENMP
-#define LRC_OPENMP _OPENMP
-#else
-#define LRC_OPENMP 0
-#endif
 
 #define LRC_STR_(x) #x
 #define LRC_STR(x) LRC_STR_(x)

@@ -46,4 +46,8 @@ cdef extern from "kernels.h" nogil:
     const char *lrc_isa_dispatched()
     const char *LRC_ISA_COMPILED
     const char *LRC_COMPILER
-    int LRC_OPENMP
+
+cdef extern from "pool.h" nogil:
+    const char *LRC_THREADING
+    int LRC_MAX_THREADS
+    int lrc_pool_workers()

@@ -1,5 +1,22 @@
-/* Element loops for one element type; included by kernels.h with LRC_REAL and LRC_NAME set.
- * No include guard on purpose. */
+/* Element loops for one element type; included by kernels.h with LRC_REAL, LRC_BITS (the
+ * unsigned integer of the same width) and LRC_NAME set. No include guard on purpose. */
+
+/* x with its sign bit flipped when flip is the sign mask (maximize), else x: exactly numpy's
+ * negative(), NaNs included (−NaN for +NaN), which a multiply by −1 is not. */
+LRC_ALWAYS_INLINE LRC_REAL LRC_NAME(flip_sign)(LRC_REAL x, LRC_BITS flip)
+{
+    LRC_BITS bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits ^= flip;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+/* The sign mask when maximizing (the gradient is negated), else 0. */
+LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
+{
+    return h->maximize ? (LRC_BITS)1 << (8 * sizeof(LRC_BITS) - 1) : 0;
+}
 
 /* p -= lr * d, where d is the SGD direction of torch.optim.SGD:
  *   d = ±g (+ wd·p);  b = d on the first step, else b = momentum·b + (1 − dampening)·d;
@@ -7,14 +24,14 @@
  * has_wd and mode are constants at every call site of this forced-inline function, so each
  * combination compiles to its own branch-free, vectorizable loop (the same holds for the
  * flags of every *_loop below). maximize is a sign
- * multiply: ±1·g is exact, so it needs no branch. */
+ * sign flip of g (flip_sign), so it needs no branch. */
 LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
-    lrc_index n, LRC_REAL lr, LRC_REAL sign, LRC_REAL wd, LRC_REAL mom, LRC_REAL damp1,
+    lrc_index n, LRC_REAL lr, LRC_BITS flip, LRC_REAL wd, LRC_REAL mom, LRC_REAL damp1,
     const int has_wd, const int mode)
 {
     for (lrc_index i = 0; i < n; i++) {
-        LRC_REAL d = sign * g[i];
+        LRC_REAL d = LRC_NAME(flip_sign)(g[i], flip);
         if (has_wd) d = d + wd * p[i];
         switch (mode) {
         case LRC_MOM_FIRST:          b[i] = d; break;
@@ -29,11 +46,11 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
 
 #define LRC_SGD_MODES(has_wd)                                                              \
     switch (mode) {                                                                        \
-    case LRC_MOM_NONE:          LRC_NAME(sgd_loop)(p, g, b, n, lr, sign, wd, mom, damp1, has_wd, LRC_MOM_NONE); break;          \
-    case LRC_MOM_FIRST:         LRC_NAME(sgd_loop)(p, g, b, n, lr, sign, wd, mom, damp1, has_wd, LRC_MOM_FIRST); break;         \
-    case LRC_MOM_FIRST_NESTEROV: LRC_NAME(sgd_loop)(p, g, b, n, lr, sign, wd, mom, damp1, has_wd, LRC_MOM_FIRST_NESTEROV); break; \
-    case LRC_MOM_HEAVY_BALL:    LRC_NAME(sgd_loop)(p, g, b, n, lr, sign, wd, mom, damp1, has_wd, LRC_MOM_HEAVY_BALL); break;    \
-    default:                    LRC_NAME(sgd_loop)(p, g, b, n, lr, sign, wd, mom, damp1, has_wd, LRC_MOM_NESTEROV); break;      \
+    case LRC_MOM_NONE:          LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_NONE); break;          \
+    case LRC_MOM_FIRST:         LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_FIRST); break;         \
+    case LRC_MOM_FIRST_NESTEROV: LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_FIRST_NESTEROV); break; \
+    case LRC_MOM_HEAVY_BALL:    LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_HEAVY_BALL); break;    \
+    default:                    LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_NESTEROV); break;      \
     }
 
 LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
@@ -42,7 +59,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
 {
     (void)unused1; (void)unused2;
     const LRC_REAL lr = (LRC_REAL)h->lr;
-    const LRC_REAL sign = h->maximize ? (LRC_REAL)-1 : (LRC_REAL)1;
+    const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay;
     const LRC_REAL mom = (LRC_REAL)h->momentum;
     const LRC_REAL damp1 = (LRC_REAL)(1.0 - h->dampening);
@@ -60,10 +77,10 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
  *   g ← ±g (+ wd·p);  s ← s + g·g;  p ← p − (clr·g) / (√s + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adagrad_loop)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
-    lrc_index n, LRC_REAL clr, LRC_REAL sign, LRC_REAL wd, LRC_REAL eps, const int has_wd)
+    lrc_index n, LRC_REAL clr, LRC_BITS flip, LRC_REAL wd, LRC_REAL eps, const int has_wd)
 {
     for (lrc_index i = 0; i < n; i++) {
-        LRC_REAL d = sign * g[i];
+        LRC_REAL d = LRC_NAME(flip_sign)(g[i], flip);
         if (has_wd) d = d + wd * p[i];
         s[i] = s[i] + d * d;
         p[i] = p[i] - (clr * d) / (LRC_SQRT(s[i]) + eps);
@@ -75,12 +92,12 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
     LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, double clr)
 {
     (void)unused1; (void)unused2;
-    const LRC_REAL sign = h->maximize ? (LRC_REAL)-1 : (LRC_REAL)1;
+    const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, eps = (LRC_REAL)h->eps;
     if (h->weight_decay != 0.0)
-        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, sign, wd, eps, 1);
+        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, flip, wd, eps, 1);
     else
-        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, sign, wd, eps, 0);
+        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, flip, wd, eps, 0);
 }
 
 /* RMSprop (torch.optim.RMSprop):
@@ -90,11 +107,11 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
     LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n,
-    LRC_REAL lr, LRC_REAL sign, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1, LRC_REAL eps,
+    LRC_REAL lr, LRC_BITS flip, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1, LRC_REAL eps,
     LRC_REAL mom, const int has_wd, const int centered, const int has_momentum)
 {
     for (lrc_index i = 0; i < n; i++) {
-        LRC_REAL d = sign * g[i];
+        LRC_REAL d = LRC_NAME(flip_sign)(g[i], flip);
         if (has_wd) d = d + wd * p[i];
         v[i] = alpha * v[i] + (alpha1 * d) * d;
         LRC_REAL denom;
@@ -118,13 +135,13 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
     LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n, const lrc_hyper *h)
 {
     const LRC_REAL lr = (LRC_REAL)h->lr;
-    const LRC_REAL sign = h->maximize ? (LRC_REAL)-1 : (LRC_REAL)1;
+    const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, eps = (LRC_REAL)h->eps;
     const LRC_REAL alpha = (LRC_REAL)h->alpha, alpha1 = (LRC_REAL)(1.0 - h->alpha);
     const LRC_REAL mom = (LRC_REAL)h->momentum;
     const int flags = (h->weight_decay != 0.0) | (h->centered ? 2 : 0) | (h->momentum != 0.0 ? 4 : 0);
 #define LRC_RMSPROP_CASE(f) \
-    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, sign, wd, alpha, alpha1, eps, mom, \
+    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, flip, wd, alpha, alpha1, eps, mom, \
                                    (f) & 1, ((f) >> 1) & 1, ((f) >> 2) & 1); break;
     switch (flags) {
     LRC_RMSPROP_CASE(0) LRC_RMSPROP_CASE(1) LRC_RMSPROP_CASE(2) LRC_RMSPROP_CASE(3)
@@ -142,12 +159,12 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
 LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
     LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
     LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n,
-    LRC_REAL step_size, LRC_REAL bc2_sqrt, LRC_REAL sign, LRC_REAL wd, LRC_REAL decay,
+    LRC_REAL step_size, LRC_REAL bc2_sqrt, LRC_BITS flip, LRC_REAL wd, LRC_REAL decay,
     LRC_REAL b1, LRC_REAL b1c, LRC_REAL b2, LRC_REAL b2c, LRC_REAL eps,
     const int wd_mode, const int amsgrad)
 {
     for (lrc_index i = 0; i < n; i++) {
-        LRC_REAL d = sign * g[i];
+        LRC_REAL d = LRC_NAME(flip_sign)(g[i], flip);
         LRC_REAL pi = p[i];
         if (wd_mode == LRC_WD_L2) d = d + wd * pi;
         if (wd_mode == LRC_WD_DECOUPLED) pi = pi * decay;
@@ -169,7 +186,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     double step_size, double bc2_sqrt)
 {
     const LRC_REAL ss = (LRC_REAL)step_size, bc2s = (LRC_REAL)bc2_sqrt;
-    const LRC_REAL sign = h->maximize ? (LRC_REAL)-1 : (LRC_REAL)1;
+    const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, decay = (LRC_REAL)(1.0 - h->lr * h->weight_decay);
     const LRC_REAL b1 = (LRC_REAL)h->beta1, b1c = (LRC_REAL)(1.0 - h->beta1);
     const LRC_REAL b2 = (LRC_REAL)h->beta2, b2c = (LRC_REAL)(1.0 - h->beta2);
@@ -177,7 +194,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     const int wd_mode = h->weight_decay == 0.0 ? LRC_WD_NONE
                       : h->decoupled_weight_decay ? LRC_WD_DECOUPLED : LRC_WD_L2;
 #define LRC_ADAM_CASE(mode, ams) \
-    LRC_NAME(adam_loop)(p, g, m, v, vmax, n, ss, bc2s, sign, wd, decay, b1, b1c, b2, b2c, eps, mode, ams)
+    LRC_NAME(adam_loop)(p, g, m, v, vmax, n, ss, bc2s, flip, wd, decay, b1, b1c, b2, b2c, eps, mode, ams)
     if (h->amsgrad) {
         if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, 1);
         else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, 1);

@@ -54,17 +54,36 @@ def test_a_parallel_step_equals_the_reference(compiled, restore_threads, rng):
     np.testing.assert_array_equal(p, want)
 
 
-@pytest.mark.parametrize("n", [0, -1, 1.5, True, "2"])
-def test_set_num_threads_rejects_non_positive_ints(restore_threads, n):
+@pytest.mark.parametrize("n", [0, -1, 1.5, True, "2", 1025, 40000, 2**31 - 1, 10**400])
+def test_set_num_threads_refuses_what_it_cannot_run(restore_threads, n):
     before = lrcore.get_num_threads()
-    with pytest.raises(ValueError, match=r"n must be an int >= 1, got "):
+    with pytest.raises(ValueError, match=r"n must be an int from 1 to 1024, got "):
         lrcore.set_num_threads(n)
     assert lrcore.get_num_threads() == before
+
+
+def test_the_thread_cap_is_the_pools(compiled):
+    from lrcore import _backend
+    assert _backend.MAX_THREADS == _backend._kernels.MAX_THREADS
 
 
 def test_set_num_threads_round_trips(restore_threads):
     lrcore.set_num_threads(3)
     assert lrcore.get_num_threads() == 3 and lrcore.build_info()["num_threads"] == 3
+
+
+def test_the_largest_thread_count_steps_correctly_and_starts_no_more_threads_than_chunks(
+        compiled, restore_threads, rng):
+    """1024 threads on a 3-chunk call: the pool starts at most 2 workers (one per chunk the
+    caller does not take) and the result is the reference's."""
+    lrcore.set_num_threads(1024)
+    p = rng.standard_normal(3 * CHUNK).astype(np.float32)
+    g = rng.standard_normal(p.size).astype(np.float32)
+    want = p.copy()
+    reference.sgd(want, g, step=0, lr=0.1)
+    lrcore.step(p, g, lrcore.SGD(lr=0.1))
+    np.testing.assert_array_equal(p, want)
+    assert lrcore._backend._kernels.pool_workers() <= 1023
 
 
 def test_the_environment_sets_the_default_thread_count():
@@ -75,14 +94,67 @@ def test_the_environment_sets_the_default_thread_count():
     assert got == cores
 
 
-def test_a_bad_thread_count_in_the_environment_is_an_error():
-    out = run_python("-c", "import lrcore", LRCORE_NUM_THREADS="many")
-    assert out.returncode != 0
-    assert "LRCORE_NUM_THREADS must be an int >= 1, got 'many'" in out.stderr
+@pytest.mark.parametrize("value", ["many", "0", "40000", "2147483647", "9" * 400])
+def test_a_bad_thread_count_in_the_environment_is_an_error_not_a_dead_process(value):
+    out = run_python("-c", "import lrcore", LRCORE_NUM_THREADS=value, timeout=60)
+    assert out.returncode == 1          # a Python exception, not a signal or an OOM kill
+    assert "ValueError: LRCORE_NUM_THREADS must be an int from 1 to 1024, got " in out.stderr
+
+
+FORK_CHILD_STEPS = """
+import os, sys, time
+import numpy as np
+import lrcore
+from lrcore import reference
+
+lrcore.set_num_threads(2)
+rng = np.random.default_rng(0)
+p = rng.standard_normal(200_000).astype(np.float32)
+g = rng.standard_normal(p.size).astype(np.float32)
+want, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+for step in range(2):
+    reference.adam(want, g, m, v, step=step, lr=1e-3)
+state = lrcore.Adam(lr=1e-3)
+lrcore.step(p, g, state)               # the pool's workers are running now
+
+def child():
+    if lrcore._backend._kernels.pool_workers() != 0:
+        return 4                        # the parent's workers do not exist here
+    lrcore.step(p, g, state)            # parallel again: the pool is rebuilt in the child
+    if lrcore._backend._kernels.pool_workers() != 1:
+        return 5
+    return 0 if np.array_equal(p, want) else 3
+
+if sys.argv[1] == "fork":
+    pid = os.fork()
+    if pid == 0:
+        os._exit(child())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            sys.exit(os.waitstatus_to_exitcode(status))
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    sys.exit("the forked child hung")
+else:
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(2, maxtasksperchild=1) as pool:
+        results = [pool.apply_async(child) for _ in range(4)]
+        sys.exit(max(r.get(timeout=20) for r in results))
+"""
+
+
+@pytest.mark.parametrize("how", ["fork", "multiprocessing"])
+def test_a_forked_child_steps_in_parallel_after_the_parent_did(compiled, how):
+    """After a 2-thread step the parent has pool workers; a forked child has none of them and
+    must rebuild the pool (libgomp's OpenMP hung here)."""
+    out = run_python("-c", FORK_CHILD_STEPS, how, timeout=60)
+    assert out.returncode == 0, out.stderr
 
 
 def test_build_info_describes_the_build(compiled):
     info = lrcore.build_info()
     assert info["version"] == lrcore.__version__ and info["backend"] == "cython"
     assert info["isa_dispatched"] in info["isa_compiled"] and "default" in info["isa_compiled"]
-    assert isinstance(info["openmp"], int) and info["compiler"]
+    assert info["threading"] == "pthreads" and info["openmp"] == 0 and info["compiler"]
