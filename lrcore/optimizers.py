@@ -59,24 +59,19 @@ class Optimizer:
         whatever the compiled entry point leaves to it (lrcore.step). Serialized with every
         other step on this state by the state's lock."""
         params, grads = _validate.as_lists(params, grads)
-        core = self._core
-        core.acquire()
-        try:
-            return self._step_locked(params, grads)
-        finally:
-            core.release()
+        return self._core.locked(self._step_locked, params, grads)
 
     def _step_locked(self, params, grads):
         core = self._core
         binding = core.signature is None
-        if binding:     # the first step binds the state; undone below if the step fails
-            _validate.check_step(params, grads, None, {})
-            core.bind(_validate.signature_of((p.dtype, p.shape) for p in params),
-                      np.zeros(len(params), dtype=np.int64),
-                      {name: [np.full_like(p, self._buffer_start(name)) for p in params]
-                       for name in self._buffers_needed()})
         calls = core.step_count + core.skipped_steps
         try:
+            if binding:     # the first step binds the state; undone below if the step fails
+                _validate.check_step(params, grads, None, {})
+                core.bind(_validate.signature_of((p.dtype, p.shape) for p in params),
+                          np.zeros(len(params), dtype=np.int64),
+                          {name: [np.full_like(p, self._buffer_start(name)) for p in params]
+                           for name in self._buffers_needed()})
             lr = self._lr_at(core.step_count)
             updated = self._update(params, grads, lr)
         except BaseException:
@@ -236,12 +231,7 @@ class Optimizer:
         {"optimizer", "lr", "hyperparameters", "step_count", "array_steps",
         "arrays": [(dtype name, shape) per param array, as bound by the first step],
         "buffers": {name: [array per param]}}."""
-        core = self._core
-        core.acquire()
-        try:
-            return self._state_dict_locked()
-        finally:
-            core.release()
+        return self._core.locked(self._state_dict_locked)
 
     def _state_dict_locked(self):
         core = self._core
@@ -368,6 +358,14 @@ class _Core:
     def release(self):
         self._owner = None
         self._lock.release()
+
+    def locked(self, fn, *args):
+        """fn(*args) holding the lock."""
+        self.acquire()
+        try:
+            return fn(*args)
+        finally:
+            self.release()
 
     def bind(self, signature, array_steps, buffers):
         self.signature, self.array_steps, self.buffers = signature, array_steps, buffers

@@ -331,6 +331,16 @@ cdef class StepCore:
         self.owner = 0
         PyThread_release_lock(self.lock)
 
+    def locked(self, fn, *args):
+        """fn(*args) holding this state's lock. Here in C no signal handler can run between
+        taking the lock and entering the try that releases it, as one could after a Python
+        call to acquire() (a KeyboardInterrupt there left the lock held for ever)."""
+        self.acquire()
+        try:
+            return fn(*args)
+        finally:
+            self.release()
+
     def unbind(self):
         self.signature = None
         self.array_steps = np.zeros(0, dtype=np.int64)

@@ -224,3 +224,49 @@ def test_amsgrad_keeps_the_largest_second_moment(backend):
     lrcore.step(p, np.array([0.0]), state)
     assert state.buffers["exp_avg_sq"][0][0] < peak[0]
     assert state.buffers["max_exp_avg_sq"][0][0] == peak[0]
+
+
+def state_at_array_step(cls, options, step, params):
+    """A state bound to `params` whose arrays have had `step` updates each."""
+    state = cls(lr=0.1, **options)
+    lrcore.step([np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params], state)
+    sd = state.state_dict()
+    sd.update(step_count=step, array_steps=[step] * len(params))
+    state.load_state_dict(sd)
+    return state
+
+
+@pytest.mark.parametrize("step", [2**53 - 1, 2**53, 2**53 + 1, 2**62 + 1, 2**63 - 2])
+@pytest.mark.parametrize("cls, ref, options", [
+    # β = 1 − 2**-53 keeps β**t away from 0 at t ≈ 2**53, so t's rounding shows
+    (lrcore.Adam, reference.adam, dict(betas=(1 - 2**-53, 1 - 2**-53))),
+    (lrcore.Adagrad, reference.adagrad, dict(lr_decay=1e-16)),
+])
+def test_bias_corrections_round_huge_step_counts_as_the_reference(compiled, rng, cls, ref, options,
+                                                                  step):
+    """The array's count t − 1 = step and t = step + 1 are each rounded once to double, as
+    the reference's Python ints are (not (double)step + 1.0)."""
+    p = rng.standard_normal(40)
+    g = rng.standard_normal(40)
+    state = state_at_array_step(cls, options, step, [p])
+    want = p.copy()
+    buffers = {name: b.copy() for name, (b,) in state.buffers.items()}
+    ref(want, g, step=step, lr=0.1, **buffers, **options)
+    lrcore.step(p, g, state)
+    assert p.tobytes() == want.tobytes()
+    assert state.array_steps == [step + 1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, ref, lr, options", CASES, ids=CASE_IDS)
+def test_nan_and_inf_gradients_give_the_references_bits(compiled, cls, ref, lr, options, dtype):
+    """NaN's sign and payload too: maximize negates a NaN gradient to −NaN as numpy does."""
+    g = np.array([np.nan, -np.nan, np.inf, -np.inf, 1.0, -2.0] * 3, dtype=dtype)
+    p = np.linspace(-1, 1, g.size).astype(dtype)
+    with np.errstate(all="ignore"):
+        want, buffers = reference_run(cls, ref, [p], [[g]], [lr], options)
+    state = cls(lr=lr, **options)
+    lrcore.step(p, g, state)
+    assert p.tobytes() == want[0].tobytes()
+    for name, (b,) in state.buffers.items():
+        assert b.tobytes() == buffers[name][0].tobytes(), name

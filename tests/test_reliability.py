@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import lrcore
+from lrcore import reference
 
 from test_optimizers import OPTIMIZERS
 
@@ -190,3 +191,217 @@ def test_different_states_in_parallel_threads_match_their_sequential_runs(backen
         t.join()
     for a, b in zip(results, expected):
         np.testing.assert_array_equal(a, b)
+
+
+# -- interrupts, snapshots and re-entry ------------------------------------------------------
+
+INTERRUPTED_STEPS = """
+import signal, sys, time
+import numpy as np
+import lrcore
+from lrcore import reference
+
+lrcore.set_backend(sys.argv[1])
+kind = sys.argv[2]              # how params are passed: one array, a list, a tuple
+rng = np.random.default_rng(1)
+start = [rng.standard_normal(n).astype(np.float32) for n in (700, 3, 1200)]
+g = [rng.standard_normal(p.size).astype(np.float32) for p in start]
+STEPS = 6
+
+# expected[k][i]: params[i] after k updates, from the reference alone
+expected, p = [], [a.copy() for a in start]
+m, v = [np.zeros_like(a) for a in p], [np.zeros_like(a) for a in p]
+for k in range(STEPS + 1):
+    expected.append([a.copy() for a in p])
+    for i in range(3):
+        reference.adam(p[i], g[i], m[i], v[i], step=k, lr=1e-2)
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, interrupt)
+rng = np.random.default_rng(2)
+interrupted = checked = 0
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and checked < 1500:
+    params = [a.copy() for a in start]
+    state = lrcore.Adam(lr=1e-2)
+    for _ in range(STEPS):
+        try:        # a one-shot timer: it fires at most once, inside this try
+            signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-6, 3e-4))
+            if kind == "array":
+                lrcore.step(params[0], g[0], state)
+            else:
+                lrcore.step(params if kind == "list" else tuple(params),
+                            g if kind == "list" else tuple(g), state)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except KeyboardInterrupt:
+            interrupted += 1
+        checked += 1
+        k, counts = state.step_count, state.array_steps
+        # either the step happened completely (counts advanced) or not at all
+        if k == 0:      # no step completed: the state is not bound yet
+            assert counts == [] and state.buffers == {}, counts
+            assert all(np.array_equal(a, b) for a, b in zip(params, start))
+            continue
+        assert counts == ([k] if kind == "array" else [k, k, k]), (k, counts)
+        for i, a in enumerate(params[:len(counts)]):
+            assert np.array_equal(a, expected[k][i]), (kind, k, i)
+print(interrupted, checked)
+"""
+
+
+@pytest.mark.parametrize("kind", ["array", "list", "tuple"])
+@pytest.mark.parametrize("name", ["cython", "numpy"])
+def test_an_interrupted_step_happened_completely_or_not_at_all(compiled, name, kind):
+    """KeyboardInterrupt (from a signal handler, like Ctrl-C) at random moments of first and
+    later steps: afterwards params, buffers and every count agree with one another."""
+    from conftest import run_python
+    out = run_python("-c", INTERRUPTED_STEPS, name, kind, timeout=120)
+    assert out.returncode == 0, out.stderr
+    interrupted, checked = map(int, out.stdout.split())
+    assert interrupted > 50 and checked > 300      # the interrupts really landed
+
+
+def test_a_snapshot_is_of_one_state_while_another_thread_steps(backend):
+    """Steps with a constant gradient keep every element of a buffer equal; a snapshot that
+    mixed two steps would hold two values, or one that disagrees with its step_count."""
+    g = np.full(BIG, 0.5, dtype=np.float32)
+    p = np.zeros(BIG, dtype=np.float32)
+    m, v, expected_m = np.zeros(1, np.float32), np.zeros(1, np.float32), [np.float32(0)]
+    for k in range(400):
+        reference.adam(np.zeros(1, np.float32), g[:1], m, v, step=k, lr=1e-3)
+        expected_m.append(m[0])
+    state = lrcore.Adam(lr=1e-3)
+    lrcore.step(p, g, state)
+    stop = threading.Event()
+
+    def stepper():
+        while not stop.is_set() and state.step_count < 400:
+            lrcore.step(p, g, state)
+    thread = threading.Thread(target=stepper)
+    thread.start()
+    try:
+        for _ in range(100):
+            sd = state.state_dict()
+            exp_avg = sd["buffers"]["exp_avg"][0]
+            assert exp_avg.min() == exp_avg.max() == expected_m[sd["step_count"]]
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_the_numpy_backend_is_all_or_nothing_when_numpy_raises(numpy_backend):
+    """np.seterr(all="raise") makes the update of the second array raise (float32 overflow):
+    the first array, the buffers and the counts are left as they were."""
+    params = [np.ones(4, np.float32), np.full(4, 3e38, np.float32)]
+    grads = [np.ones(4, np.float32), np.full(4, -3e38, np.float32)]
+    state = lrcore.SGD(lr=1.0, momentum=0.9)
+    lrcore.step([np.ones(4, np.float32), np.ones(4, np.float32)], [g * 0 for g in params], state)
+    before = snapshot(params, state)
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError, match="overflow"):
+        lrcore.step(params, grads, state)
+    assert_same(params, state, before)
+
+
+def test_the_numpy_backend_updates_a_memmap_in_place(numpy_backend, tmp_path):
+    """numpy.memmap (an ndarray subclass with ndarray arithmetic) is stepped like an ndarray."""
+    p = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=(5,))
+    p[:] = 1.0
+    lrcore.step(p, np.ones(5, np.float32), lrcore.SGD(lr=0.5))
+    p.flush()
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), np.full(5, 0.5, np.float32))
+
+
+def at_counts(make, step_count, array_steps, skipped=0):
+    """A state of `make()` bound to two float32 arrays of 3, with these counts."""
+    state = make()
+    lrcore.step([np.ones(3, np.float32)] * 1 + [np.ones(3, np.float32)],
+                [np.ones(3, np.float32), np.ones(3, np.float32)], state)
+    sd = state.state_dict()
+    sd.update(step_count=step_count, array_steps=array_steps, skipped_steps=skipped)
+    state.load_state_dict(sd)
+    return state
+
+
+LIMIT = 2**63 - 1
+
+
+@pytest.mark.parametrize("structure", [list, tuple])
+@pytest.mark.parametrize("counts, grads_present, message", [
+    ((LIMIT, [5, 5]), (True, True), r"state.step_count is 9223372036854775807, the largest"),
+    ((5, [5, LIMIT]), (True, True), r"state.array_steps\[1\] is 9223372036854775807, the largest"),
+])
+def test_a_step_past_the_largest_count_is_refused_before_writing(backend, structure, counts,
+                                                                  grads_present, message):
+    state = at_counts(lrcore.Adam, *counts)
+    params = [np.ones(3, np.float32), np.ones(3, np.float32)]
+    grads = [np.ones(3, np.float32) if keep else None for keep in grads_present]
+    before = snapshot(params, state)
+    with pytest.raises(ValueError, match=message):
+        lrcore.step(structure(params), structure(grads), state)
+    assert_same(params, state, before)
+
+
+def test_an_array_at_the_largest_count_can_still_be_frozen(backend):
+    state = at_counts(lrcore.Adam, 5, [5, LIMIT])
+    lrcore.step([np.ones(3, np.float32), np.ones(3, np.float32)], [np.ones(3, np.float32), None],
+                state)
+    assert state.array_steps == [6, LIMIT] and state.step_count == 6
+
+
+def test_the_last_countable_step_is_taken(backend):
+    state = at_counts(lrcore.SGD, LIMIT - 1, [LIMIT - 1, LIMIT - 1])
+    lrcore.step([np.ones(3, np.float32)] * 1 + [np.ones(3, np.float32)],
+                [np.ones(3, np.float32), np.ones(3, np.float32)], state)
+    assert state.step_count == LIMIT and state.array_steps == [LIMIT, LIMIT]
+
+
+def test_a_skip_past_the_largest_skip_count_is_refused(backend):
+    state = at_counts(lambda: lrcore.SGD(nonfinite="skip"), 5, [5, 5], skipped=LIMIT)
+    params = [np.ones(3, np.float32), np.ones(3, np.float32)]
+    before = snapshot(params, state)
+    with pytest.raises(ValueError, match=r"state.skipped_steps is 9223372036854775807"):
+        lrcore.step(params, [np.ones(3, np.float32), np.full(3, np.nan, np.float32)], state)
+    assert_same(params, state, before)
+
+
+REENTRANT_LR = """
+import sys
+import numpy as np
+import lrcore
+
+lrcore.set_backend(sys.argv[1])
+p, g = np.ones(3), np.ones(3)
+state = None
+
+def lr(step):
+    if sys.argv[2] == "step":
+        lrcore.step(p, g, state)            # the state's own step, from inside its rate
+    else:
+        state.state_dict()
+    return 0.1
+
+for first in (True, False):
+    state = lrcore.SGD(lr=lr if first else 0.1)
+    if not first:
+        lrcore.step(p, g, state)
+        state.lr = lr
+    before = p.copy(), state.step_count
+    try:
+        lrcore.step(p, g, state)
+    except RuntimeError as exc:
+        assert "already in use by this thread" in str(exc), exc
+    else:
+        sys.exit("no RuntimeError")
+    assert np.array_equal(p, before[0]) and state.step_count == before[1]
+    assert (state.state_dict()["arrays"] == []) == first     # a failed first step binds nothing
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("what", ["step", "state_dict"])
+@pytest.mark.parametrize("name", ["cython", "numpy"])
+def test_an_lr_callable_using_its_own_state_raises_instead_of_deadlocking(compiled, name, what):
+    from conftest import run_python
+    out = run_python("-c", REENTRANT_LR, name, what, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -4,6 +4,7 @@ Each case runs on both backends: the compiled path's checks defer to lrcore._val
 message, so the two must raise the same error for the same input.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -41,6 +42,13 @@ def bound_state(*shapes, dtype=np.float32, make=STATES["SGD"]):
     state = make()
     lrcore.step([np.ones(s, dtype) for s in shapes], [np.ones(s, dtype) for s in shapes], state)
     return state
+
+
+def matrix(a):
+    """np.asmatrix without its PendingDeprecationWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.asmatrix(a)
 
 
 p = f32(6)
@@ -105,6 +113,17 @@ CASES = [
      ValueError, r"lr\(0\) must be a finite number >= 0, got -1.0"),
     ("lr callable returns a string", f32(3), f32(3), lambda: lrcore.SGD(lr=lambda k: "0.1"),
      TypeError, r"lr\(0\) must be a real number, got str"),
+    ("lr callable returns a huge int", f32(3), f32(3), lambda: lrcore.SGD(lr=lambda k: 10**400),
+     ValueError, r"lr\(0\) must be a finite number >= 0, got an int too large for a float"),
+    # subclasses whose arithmetic is not element-wise ndarray arithmetic
+    ("numpy.matrix params", matrix(f32(2, 2)), matrix(f32(2, 2)), None, TypeError,
+     r"params\[0\] must be a numpy.ndarray with element-wise arithmetic, got "
+     r"numpy.matrix"),
+    ("masked grads", f32(3), np.ma.masked_array(f32(3), mask=[0, 1, 0]), None, TypeError,
+     r"grads\[0\] must be a numpy.ndarray with element-wise arithmetic, got "
+     r"numpy.ma.MaskedArray"),
+    ("masked params", [f32(3), np.ma.masked_array(f32(3))], [f32(3), f32(3)], None, TypeError,
+     r"params\[1\] must be a numpy.ndarray with element-wise arithmetic"),
 ]
 
 
@@ -223,7 +242,16 @@ BAD_HYPERPARAMETERS = [
      r"initial_accumulator_value must be a finite number >= 0"),
     (lrcore.Adagrad, dict(lr=float("nan")), ValueError, r"lr must be a finite number >= 0, got nan"),
     (lrcore.Adagrad, dict(maximize="true"), TypeError, r"maximize must be a bool, got str"),
-]
+] + [   # Python ints beyond float range: a ValueError naming the argument, not OverflowError
+    (cls, {name: sign * 10**400}, ValueError,
+     rf"{name} must be a finite number >= 0.*, got an int too large for a float")
+    for cls, names in ((lrcore.SGD, ("lr", "momentum", "dampening", "weight_decay")),
+                       (lrcore.Adagrad, ("lr_decay", "initial_accumulator_value", "eps")),
+                       (lrcore.RMSprop, ("alpha", "eps", "weight_decay", "momentum")),
+                       (lrcore.AdamW, ("lr", "eps", "weight_decay")))
+    for name in names for sign in (1, -1)
+] + [(lrcore.Adam, dict(betas=(0.9, 10**400)), ValueError,
+      r"betas\[1\] must be a finite number >= 0 and < 1, got an int too large for a float")]
 
 
 @pytest.mark.parametrize("cls, kwargs, exc, message", BAD_HYPERPARAMETERS,
