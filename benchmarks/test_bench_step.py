@@ -49,3 +49,26 @@ def test_nonfinite_check(benchmark, case, threads):
         pytest.skip(f"{case} is not installed")
     bench.set_threads(bench.all_threads() if threads == "all" else 1)
     benchmark(bench.NONFINITE[case](bench.WORKLOADS["1 x 32M"]))
+
+
+@pytest.fixture(params=["none", "1 busy"])
+def competing(request):
+    """Run the benchmark alone, or while another process keeps one core busy."""
+    if request.param == "none":
+        yield request.param
+    else:
+        with bench.busy_process():
+            yield request.param
+
+
+@pytest.mark.parametrize("threads", [1, "all"])
+@pytest.mark.parametrize("workload", bench.CONTENTION_CASES)
+def test_contended_step(benchmark, workload, threads, competing):
+    """Adam at 1 thread and at the default thread count, idle and with a busy process
+    competing for a core (group by param:workload,param:competing to compare):
+
+        pytest benchmarks -k contended --benchmark-only \\
+            --benchmark-group-by=param:workload,param:competing
+    """
+    bench.set_threads(bench.all_threads() if threads == "all" else 1)
+    benchmark(bench.lrcore_step("adam", bench.WORKLOADS[workload]))

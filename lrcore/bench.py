@@ -5,12 +5,15 @@ process; and lrcore vs the memory-bound floor for each optimizer's bytes per ele
     python -m lrcore bench [--quick] [--only NAME ...]
 
 Each implementation steps its own copy of the arrays; a measurement is the best, over five
-repeats, of the mean time per step of a run long enough to time (at least ~20 ms). torch and
-DeepSpeed are optional: missing ones are reported and skipped. benchmarks/ runs the same
-implementations under pytest-benchmark.
+repeats, of the mean time per step of a run long enough to time (at least ~20 ms). A figure
+whose repeats spread widely (the machine was busy) is marked unreliable, and a difference
+smaller than the noise is printed as such, not as a number. torch and DeepSpeed are optional:
+missing ones are reported and skipped. benchmarks/ runs the same implementations under
+pytest-benchmark.
 """
 import contextlib
 import os
+import subprocess
 import sys
 import time
 
@@ -56,20 +59,79 @@ def arrays(shapes, seed=0):
     return params, grads
 
 
+UNRELIABLE = 0.10      # a figure whose median repeat is this much above its best is flagged
+
+
+class Timing(float):
+    """Seconds per step: the best repeat. `spread` is how far the median repeat lies above the
+    best, relative; above UNRELIABLE the machine was too busy for the figure to be trusted."""
+
+    def __new__(cls, best, spread=0.0):
+        timing = super().__new__(cls, best)
+        timing.spread = spread
+        return timing
+
+    @property
+    def unreliable(self):
+        return self.spread > UNRELIABLE
+
+
 def time_per_step(step, min_seconds=0.02, repeats=5):
-    """Best over `repeats` of the mean time of a run of steps lasting >= min_seconds."""
+    """Timing: the best over `repeats` of the mean time of a run of steps lasting
+    >= min_seconds, with the spread of the repeats."""
     step()
     start = time.perf_counter()
     step()
     once = max(time.perf_counter() - start, 1e-7)
     count = max(1, int(min_seconds / once))
-    best = float("inf")
+    runs = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(count):
             step()
-        best = min(best, (time.perf_counter() - start) / count)
-    return best
+        runs.append((time.perf_counter() - start) / count)
+    best = min(runs)
+    return Timing(best, float(np.median(runs)) / best - 1.0)
+
+
+def unreliable(*timings):
+    """Whether any of these figures (Timing or plain seconds) is flagged."""
+    return any(getattr(t, "unreliable", False) for t in timings)
+
+
+def ratio_cell(numerator, denominator):
+    """numerator / denominator, '*' marking a ratio of an unreliable figure."""
+    return f"{numerator / denominator:.2f}" + ("*" if unreliable(numerator, denominator) else "")
+
+
+def cost_cell(base, extra):
+    """The extra cost of `extra` over `base` in %. A negative cost is impossible (the extra
+    work cannot make a step faster): it is noise, and said so."""
+    cost = extra / base - 1.0
+    if cost < 0:
+        return "noise"
+    return f"{100 * cost:+.0f} %" + ("*" if unreliable(base, extra) else "")
+
+
+BUSY_LOOP = """
+import sys, time
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    pass
+"""
+
+
+@contextlib.contextmanager
+def busy_process(seconds=300):
+    """Another process keeping one core busy while the block runs: a spin loop that ends by
+    itself after `seconds` at the latest, and is killed when the block ends."""
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)])
+    try:
+        time.sleep(0.2)             # let it start spinning
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # -- implementations: each returns a zero-argument step function over its own copy of the
@@ -223,11 +285,19 @@ def measure(implementation, optimizer, workload, threads, progress):
 
 
 def format_time(seconds):
+    """'1.23 ms'; '*' marks an unreliable Timing."""
     if seconds is None:
         return "-"
+    mark = "*" if unreliable(seconds) else ""
     for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale or unit == "us":
-            return f"{seconds / scale:.3g} {unit}"
+            return f"{seconds / scale:.3g} {unit}{mark}"
+
+
+def best_baseline(times):
+    """The faster of the BASELINES measured, or None."""
+    baselines = [times[b] for b in BASELINES if times.get(b)]
+    return min(baselines) if baselines else None
 
 
 def adam_table(cases, implementations, progress):
@@ -235,9 +305,8 @@ def adam_table(cases, implementations, progress):
     rows = []
     for workload, threads in cases:
         times = {impl: measure(impl, "adam", workload, threads, progress) for impl in implementations}
-        baselines = [times[b] for b in BASELINES if times.get(b)]
-        ratio = times["lrcore"] / min(baselines) if baselines else None
-        rows.append((workload, threads, times, ratio))
+        baseline = best_baseline(times)
+        rows.append((workload, threads, times, times["lrcore"] / baseline if baseline else None))
     return rows
 
 
@@ -306,6 +375,25 @@ def nonfinite_cost(workload, threads, progress, cases=tuple(NONFINITE)):
     return times
 
 
+# -- a step while another process competes for a core ---------------------------------------
+
+CONTENTION_CASES = ("1 x 1M", "1 x 32M", "ResNet-50 list")
+QUICK_CONTENTION_CASES = ("1 x 64K", "1 x 1M")
+
+
+def contention_table(workloads, progress):
+    """Rows of (workload, competing: bool, Adam seconds at 1 thread, at the default threads),
+    each workload measured idle and with a busy process competing for a core."""
+    rows = []
+    for workload in workloads:
+        for competing in (False, True):
+            with busy_process() if competing else contextlib.nullcontext():
+                one = measure("lrcore", "adam", workload, 1, progress)
+                default = measure("lrcore", "adam", workload, "all", progress)
+            rows.append((workload, competing, one, default))
+    return rows
+
+
 def report(quick=False, only=None, out=print, progress=None):
     """Measure and print the tables; returns the Adam rows."""
     progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -314,8 +402,13 @@ def report(quick=False, only=None, out=print, progress=None):
     missing = [name for name in IMPLEMENTATIONS if not available(name)]
     info = lrcore.build_info()
     out(f"lrcore {info['version']} bench: one step, float32, best of 5 runs of >= 20 ms; "
-        f"{info.get('isa_dispatched', 'numpy')} kernels, OpenMP {info.get('openmp', 0)}, "
+        f"{info.get('isa_dispatched', 'numpy')} kernels, threads: {info.get('threading', 'none')}, "
         f"{all_threads()} usable cores")
+    with contextlib.suppress(AttributeError, OSError):       # no load average off POSIX
+        load = os.getloadavg()[0]
+        if load > 0.5:
+            out(f"the machine is busy before the bench starts (load average {load:.1f}): "
+                f"expect slower, noisier figures")
     if missing:
         out(f"not installed, skipped: {', '.join(missing)}")
     rows = adam_table(QUICK_CASES if quick else ADAM_CASES, implementations, progress)
@@ -325,7 +418,7 @@ def report(quick=False, only=None, out=print, progress=None):
     out(header + f"{'ratio':>8}")
     for workload, threads, times, ratio in rows:
         out(f"{workload:<16}{threads!s:>8}" + "".join(f"{format_time(times[n]):>17}" for n in implementations)
-            + (f"{ratio:>8.2f}" if ratio else f"{'-':>8}"))
+            + (f"{ratio_cell(times['lrcore'], best_baseline(times)):>8}" if ratio else f"{'-':>8}"))
     workload = "1 x 1M" if quick else "1 x 32M"
     for threads in (1, "all"):
         out("")
@@ -334,7 +427,7 @@ def report(quick=False, only=None, out=print, progress=None):
         out(f"{'optimizer':<10}{'bytes/el':>9}{'lrcore':>12}{'floor':>12}{'/ floor':>9}{'torch fused':>13}")
         for optimizer, seconds, floor, torch_fused in bandwidth_table(workload, threads, progress):
             out(f"{optimizer:<10}{BYTES_PER_ELEMENT[optimizer]:>9}{format_time(seconds):>12}"
-                f"{format_time(floor):>12}{seconds / floor:>9.2f}{format_time(torch_fused):>13}")
+                f"{format_time(floor):>12}{ratio_cell(seconds, floor):>9}{format_time(torch_fused):>13}")
     out("")
     out(f"{workload}, Adam: skipping steps with NaN / inf gradients (lrcore nonfinite='skip'; "
         f"torch fused under an amp GradScaler); check only = a skipped step")
@@ -345,11 +438,26 @@ def report(quick=False, only=None, out=print, progress=None):
     for threads in (1, "all"):
         times = nonfinite_cost(workload, threads, progress, cases)
         cells = [format_time(times["lrcore"]), format_time(times["lrcore skip"]),
-                 f"{100 * (times['lrcore skip'] / times['lrcore'] - 1):+.0f} %",
+                 cost_cell(times["lrcore"], times["lrcore skip"]),
                  format_time(times["check only"])]
         if "torch GradScaler" in times:
             cells += [format_time(times["torch fused"]), format_time(times["torch GradScaler"]),
-                      f"{100 * (times['torch GradScaler'] / times['torch fused'] - 1):+.0f} %"]
+                      cost_cell(times["torch fused"], times["torch GradScaler"])]
         out(f"{threads!s:>8}" + "".join(f"{c:>{w}}" for c, w in zip(cells, (11, 11, 8, 12, 13, 12, 8))))
+    out("")
+    if all_threads() > 1:
+        out(f"Adam with another process competing for a core: time per step at 1 thread and at "
+            f"the default {all_threads()}")
+        out(f"{'workload':<16}{'competing':>10}{'1 thread':>12}{f'{all_threads()} threads':>12}"
+            f"{'ratio':>8}")
+        for workload, competing, one, default in contention_table(
+                QUICK_CONTENTION_CASES if quick else CONTENTION_CASES, progress):
+            out(f"{workload:<16}{'1 busy' if competing else 'none':>10}{format_time(one):>12}"
+                f"{format_time(default):>12}{ratio_cell(default, one):>8}")
+    else:
+        out("1 usable core: no thread contention to measure")
+    out("")
+    out(f"* the repeats of this figure spread more than {UNRELIABLE:.0%} (median over best): the "
+        f"machine was busy, do not trust it; noise: a cost below the run-to-run noise")
     set_threads(all_threads())
     return rows
