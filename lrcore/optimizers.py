@@ -251,8 +251,9 @@ class Optimizer:
         """Restore a state_dict() of the same optimizer class, hyperparameters included.
 
         Everything is checked before anything changes: a dict of another optimizer, a missing
-        key, or buffers that do not match the options and arrays raise ValueError and leave
-        this state as it was. Buffers are copied in.
+        key, counts that are not ints in [0, 2**63 - 1] (the kernels keep them as int64),
+        shapes that are not ints >= 0 fitting int64, or buffers that do not match the options
+        and arrays raise ValueError and leave this state as it was. Buffers are copied in.
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
@@ -264,22 +265,50 @@ class Optimizer:
         missing = [k for k in keys if k not in state_dict]
         if missing:
             raise ValueError(f"state_dict is missing {', '.join(missing)}")
+        if not isinstance(state_dict["hyperparameters"], dict):
+            raise ValueError(f"state_dict['hyperparameters'] must be a dict, got "
+                             f"{type(state_dict['hyperparameters']).__name__}")
         fresh = type(self)(lr=state_dict["lr"], **state_dict["hyperparameters"])
-        step_count = state_dict["step_count"]
-        if isinstance(step_count, bool) or not isinstance(step_count, numbers.Integral) \
-                or step_count < 0:
-            raise ValueError(f"state_dict['step_count'] must be an int >= 0, got {step_count!r}")
-        try:
-            arrays = [(np.dtype(dtype), tuple(int(n) for n in shape))
-                      for dtype, shape in state_dict["arrays"]]
-        except (TypeError, ValueError):
-            arrays = None
-        if arrays is None or any(d not in _validate.FLOAT_DTYPES for d, _ in arrays):
-            raise ValueError("state_dict['arrays'] must list (float32 or float64, shape) pairs")
+        int64_max = 2 ** 63 - 1
+
+        def is_count(n):        # an int the kernels can hold as int64, >= 0
+            return (not isinstance(n, bool) and isinstance(n, numbers.Integral)
+                    and 0 <= n <= int64_max)
+
+        def shown(n):           # repr(10**5000) itself raises ValueError (int digit limit)
+            if isinstance(n, numbers.Integral) and abs(n) > int64_max:
+                return "an int outside int64"
+            return repr(n)
+
+        for key in ("step_count", "skipped_steps"):
+            n = state_dict.get(key, 0)          # skipped_steps is absent from older dicts
+            if not is_count(n):
+                raise ValueError(f"state_dict[{key!r}] must be an int in [0, 2**63 - 1], "
+                                 f"got {shown(n)}")
+        entries = state_dict["arrays"]
+        if not isinstance(entries, (list, tuple)):
+            entries = [None]            # reported below as a malformed entry
+        arrays = []
+        for entry in entries:
+            try:
+                dtype, shape = entry
+                dtype = None if dtype is None else np.dtype(dtype)
+                shape = tuple(shape)
+            except (TypeError, ValueError, KeyError):
+                dtype, shape = None, (-1,)
+            # None is refused first: np.dtype(None) is float64, and float64 == None holds
+            if (dtype is None or dtype not in _validate.FLOAT_DTYPES
+                    or not all(is_count(n) for n in shape)
+                    or math.prod(shape) > int64_max):
+                raise ValueError("state_dict['arrays'] must list (float32 or float64, shape) "
+                                 "pairs, each shape a tuple of ints >= 0 whose product fits "
+                                 "int64")
+            arrays.append((dtype, tuple(int(n) for n in shape)))
         steps = state_dict["array_steps"]
-        if (not isinstance(steps, (list, tuple)) or len(steps) != len(arrays) or any(
-                isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in steps)):
-            raise ValueError(f"state_dict['array_steps'] must hold {len(arrays)} ints >= 0")
+        if (not isinstance(steps, (list, tuple)) or len(steps) != len(arrays)
+                or not all(is_count(s) for s in steps)):
+            raise ValueError(f"state_dict['array_steps'] must hold {len(arrays)} ints in "
+                             f"[0, 2**63 - 1]")
         needed = fresh._buffers_needed() if arrays else ()
         buffers = state_dict["buffers"]
         if not isinstance(buffers, dict) or sorted(buffers) != sorted(needed):
@@ -291,13 +320,11 @@ class Optimizer:
                     not isinstance(b, np.ndarray) or b.dtype != dtype or b.shape != shape
                     for b, (dtype, shape) in zip(bufs, arrays)):
                 raise ValueError(f"state_dict['buffers'][{key!r}] must hold one array per "
-                                 f"param, of shapes and dtypes {state_dict['arrays']}")
-        skipped = state_dict.get("skipped_steps", 0)
-        if isinstance(skipped, bool) or not isinstance(skipped, numbers.Integral) or skipped < 0:
-            raise ValueError(f"state_dict['skipped_steps'] must be an int >= 0, got {skipped!r}")
+                                 f"param, of shapes and dtypes "
+                                 f"{[(d.name, s) for d, s in arrays]}")
         core = fresh._core
-        core.step_count = int(step_count)
-        core.skipped_steps = int(skipped)
+        core.step_count = int(state_dict["step_count"])
+        core.skipped_steps = int(state_dict.get("skipped_steps", 0))
         if arrays:
             core.bind(_validate.signature_of(arrays), np.array(steps, dtype=np.int64),
                       {key: [np.array(b, order="C", copy=True) for b in buffers[key]]

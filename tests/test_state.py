@@ -139,11 +139,43 @@ BAD_STATE_DICTS = [
     ("bad hyperparameter", edit(hyperparameters=dict(momentum=-1.0)), ValueError,
      r"momentum must be a finite number >= 0"),
     ("negative step_count", edit(step_count=-1), ValueError,
-     r"state_dict\['step_count'\] must be an int >= 0, got -1"),
+     r"state_dict\['step_count'\] must be an int in \[0, 2\*\*63 - 1\], got -1"),
+    ("step_count 2**63", edit(step_count=2 ** 63), ValueError,
+     r"state_dict\['step_count'\] must be an int in \[0, 2\*\*63 - 1\], got an int outside int64"),
+    ("step_count 10**5000", edit(step_count=10 ** 5000), ValueError,      # beyond repr's limit
+     r"state_dict\['step_count'\] must be an int in \[0, 2\*\*63 - 1\], got an int outside int64"),
+    ("float step_count", edit(step_count=3.0), ValueError,
+     r"state_dict\['step_count'\] must be an int in \[0, 2\*\*63 - 1\], got 3.0"),
+    ("skipped_steps 2**64", edit(skipped_steps=2 ** 64), ValueError,
+     r"state_dict\['skipped_steps'\] must be an int in \[0, 2\*\*63 - 1\], got an int outside int64"),
+    ("skipped_steps -10**5000", edit(skipped_steps=-10 ** 5000), ValueError,
+     r"state_dict\['skipped_steps'\] must be an int in \[0, 2\*\*63 - 1\], got an int outside int64"),
     ("array_steps of another length", edit(array_steps=[1, 1]), ValueError,
-     r"state_dict\['array_steps'\] must hold 1 ints >= 0"),
+     r"state_dict\['array_steps'\] must hold 1 ints in \[0, 2\*\*63 - 1\]"),
+    ("array_steps entry 2**63", edit(array_steps=[2 ** 63]), ValueError,
+     r"state_dict\['array_steps'\] must hold 1 ints in \[0, 2\*\*63 - 1\]"),
+    ("array_steps entry negative", edit(array_steps=[-1]), ValueError,
+     r"state_dict\['array_steps'\] must hold 1 ints in \[0, 2\*\*63 - 1\]"),
     ("integer arrays", edit(arrays=[("int32", (3,))]), ValueError,
      r"state_dict\['arrays'\] must list \(float32 or float64, shape\) pairs"),
+    ("dtype None (np.dtype(None) is float64)", edit(arrays=[(None, (3,))]), ValueError,
+     r"state_dict\['arrays'\] must list \(float32 or float64, shape\) pairs"),
+    ("negative dimension", edit(arrays=[("float32", (-3,))]), ValueError,
+     r"state_dict\['arrays'\] must list .* each shape a tuple of ints >= 0"),
+    ("dimension 2**63", edit(arrays=[("float32", (2 ** 63,))]), ValueError,
+     r"state_dict\['arrays'\] must list .* whose product fits int64"),
+    ("shape product beyond int64", edit(arrays=[("float32", (2 ** 32, 2 ** 32))]), ValueError,
+     r"state_dict\['arrays'\] must list .* whose product fits int64"),
+    ("two negative dimensions", edit(arrays=[("float32", (-1, -3))]), ValueError,
+     r"state_dict\['arrays'\] must list .* each shape a tuple of ints >= 0"),
+    ("float dimension", edit(arrays=[("float32", (3.0,))]), ValueError,
+     r"state_dict\['arrays'\] must list .* each shape a tuple of ints >= 0"),
+    ("string shape", edit(arrays=[("float32", "3")]), ValueError,
+     r"state_dict\['arrays'\] must list .* each shape a tuple of ints >= 0"),
+    ("arrays not a list", edit(arrays=7), ValueError,
+     r"state_dict\['arrays'\] must list \(float32 or float64, shape\) pairs"),
+    ("hyperparameters not a dict", edit(hyperparameters=[("momentum", 0.9)]), ValueError,
+     r"state_dict\['hyperparameters'\] must be a dict, got list"),
     ("buffers for other options", edit(buffers={}), ValueError,
      r"state_dict\['buffers'\] must hold \['momentum_buffer'\] for these options, got \[\]"),
     ("buffer of the wrong shape", edit(buffers={"momentum_buffer": [np.zeros(4, np.float32)]}),
@@ -167,6 +199,26 @@ def test_a_bad_state_dict_is_rejected_and_changes_nothing(sd, exc, message):
            {k: v for k, v in before.items() if k != "buffers"}
     np.testing.assert_array_equal(after["buffers"]["momentum_buffer"][0],
                                   before["buffers"]["momentum_buffer"][0])
+
+
+@pytest.mark.parametrize("huge", [2 ** 63, 10 ** 5000], ids=["2**63", "10**5000"])
+def test_a_huge_count_on_an_unbound_state_changes_nothing(huge):
+    """No buffers to mismatch: the count check alone must refuse it (the kernels hold int64)."""
+    state = lrcore.SGD(lr=0.5)
+    with pytest.raises(ValueError, match=r"state_dict\['step_count'\] must be an int in"):
+        state.load_state_dict(dict(state.state_dict(), step_count=huge))
+    assert state.step_count == 0
+
+
+def test_the_largest_int64_counts_load(backend):
+    """2**63 - 1 is the largest count int64 holds: load_state_dict keeps it exactly."""
+    last = 2 ** 63 - 1
+    sd = good_state_dict()
+    sd.update(step_count=last, skipped_steps=last, array_steps=[last])
+    state = lrcore.SGD(lr=0.1, momentum=0.9)
+    state.load_state_dict(sd)
+    assert (state.step_count, state.skipped_steps, state.array_steps) == (last, last, [last])
+    assert state.state_dict()["arrays"] == [("float32", (3,))]
 
 
 def test_repr_shows_the_arguments():
