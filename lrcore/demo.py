@@ -7,11 +7,16 @@
 2. The same descent under an exponentially decaying rate (0.1 · 0.99^step, staircase), the
    tutorial's `tf.train.exponential_decay` run, with the rate printed at each step.
 3. SGD, momentum, Adagrad, RMSprop and Adam on that loss and on ill-conditioned quadratics
-   ½(x² + κ·y²): steps to reach the minimum, each at its best rate from a grid. SGD's rate is
-   capped by the steep direction (lr < 2/κ), so the flat one crawls; the adaptive optimizers
-   scale each coordinate by its own gradient history and need the same number of steps
-   whatever κ is.
+   ½(x² + κ·y²), each run for MAX_STEPS steps at every rate of a grid: a run converges at the
+   first step after which it stays within TOLERANCE of the minimum to the end (a run that
+   gets there and leaves again has not converged), and each optimizer is shown at its best
+   rate. SGD's rate is capped by the steep direction (lr < 2/κ), so the flat one crawls; the
+   adaptive optimizers scale each coordinate by its own gradient history and need the same
+   number of steps whatever κ is. The closing sentences are comparisons read off the table.
 """
+import math
+import textwrap
+
 import numpy as np
 
 import lrcore
@@ -80,30 +85,53 @@ PROBLEMS = {
 }
 
 
-def steps_to_converge(make, lr, problem):
-    """Steps until every coordinate is within TOLERANCE of the minimum (float64), or None if
-    that takes more than MAX_STEPS or the run diverges."""
+def error_trace(make, lr, problem, steps=MAX_STEPS):
+    """max_i |p_i − p*_i| before the first update and after each of `steps` updates
+    (float64): steps + 1 values. A run that overflows stays non-finite (inf − inf = NaN), so
+    its remaining entries are NaN without being computed."""
     start, gradient, minimum = problem
     p = start.copy()
     state = make(lr)
-    for k in range(MAX_STEPS + 1):
-        error = np.max(np.abs(p - minimum))
-        if error < TOLERANCE:
-            return k
-        if not error < 1e6:
-            return None
-        lrcore.step(p, gradient(p), state)
-    return None
+    points = np.full((steps + 1, len(p)), np.nan)
+    points[0] = p
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(1, steps + 1):
+            lrcore.step(p, gradient(p), state)
+            points[k] = p
+            if not np.isfinite(p).all():
+                break
+        return np.max(np.abs(points - minimum), axis=1)
 
 
-def compare_optimizers():
-    """{optimizer: {problem: (steps, lr) at the best lr of LR_GRID, or None}}."""
+def converged_step(errors):
+    """The first step k after which the run stays within TOLERANCE to its end:
+    errors[j] < TOLERANCE for every j ≥ k. None if the run ends outside it (or diverged:
+    NaN is never within)."""
+    outside = np.flatnonzero(~(errors < TOLERANCE))
+    if len(outside) == 0:
+        return 0
+    last = int(outside[-1])
+    return None if last == len(errors) - 1 else last + 1
+
+
+def optimizer_runs():
+    """{optimizer: {problem: {lr: error_trace}}}: every optimizer at every lr of LR_GRID on
+    every problem, each for the full MAX_STEPS."""
+    return {name: {title: {lr: error_trace(make, lr, problem) for lr in LR_GRID}
+                   for title, problem in PROBLEMS.items()}
+            for name, make in OPTIMIZERS.items()}
+
+
+def compare_optimizers(runs=None):
+    """{optimizer: {problem: (steps, lr) or None}}: the fewest converged_step over LR_GRID
+    (the smaller lr on a tie), None when no lr converges."""
+    runs = optimizer_runs() if runs is None else runs
     table = {}
-    for name, make in OPTIMIZERS.items():
+    for name, by_problem in runs.items():
         table[name] = {}
-        for title, problem in PROBLEMS.items():
-            runs = [(steps_to_converge(make, lr, problem), lr) for lr in LR_GRID]
-            reached = [run for run in runs if run[0] is not None]
+        for title, by_lr in by_problem.items():
+            counts = [(converged_step(errors), lr) for lr, errors in by_lr.items()]
+            reached = [count for count in counts if count[0] is not None]
             table[name][title] = min(reached) if reached else None
     return table
 
@@ -114,6 +142,63 @@ def format_comparison(table):
     for name, row in table.items():
         cells = [f"{r[0]} (lr {r[1]:g})" if r else "not reached" for r in (row[t] for t in titles)]
         lines.append(f"  {name:10}" + "".join(f"{c:>22}" for c in cells))
+    return lines
+
+
+ADAPTIVE = ("Adagrad", "RMSprop", "Adam")
+EASY, HARD = "quadratic k=10", "quadratic k=1000"
+
+
+def _steps(cell):
+    """A table cell's step count; not reached counts as more than any."""
+    return cell[0] if cell else math.inf
+
+
+def _count(cell):
+    return f"{cell[0]} steps" if cell else "not reached"
+
+
+def _join(words):
+    words = list(words)
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def conclusions(table):
+    """The closing sentences, each one a comparison read off `table` (so they cannot
+    contradict it): SGD against conditioning, momentum against SGD, the adaptive optimizers
+    against conditioning, and the fewest steps per problem."""
+    sgd = table["SGD"]
+    if _steps(sgd[HARD]) > _steps(sgd[EASY]):
+        lines = [f"SGD takes longer on {HARD} ({_count(sgd[HARD])}) than on {EASY} "
+                 f"({_count(sgd[EASY])}): its lr must stay below 2/k for the steep y, so the "
+                 f"flat x crawls."]
+    else:
+        lines = [f"SGD does not take longer on {HARD} ({_count(sgd[HARD])}) than on {EASY} "
+                 f"({_count(sgd[EASY])})."]
+    momentum = table["Momentum"]
+    verdicts = {"fewer": [], "more": [], "as many": []}
+    for title in PROBLEMS:
+        a, b = _steps(momentum[title]), _steps(sgd[title])
+        verdicts["fewer" if a < b else "more" if a > b else "as many"].append(title)
+    lines.append("Momentum 0.9 against SGD: " + "; ".join(
+        f"{verdict} steps on {_join(titles)}" for verdict, titles in verdicts.items() if titles)
+        + ".")
+    same = [name for name in ADAPTIVE if _steps(table[name][HARD]) == _steps(table[name][EASY])]
+    if same:
+        lines.append(f"{_join(same)} take as many steps on {HARD} as on {EASY}: each divides a "
+                     f"coordinate's step by that coordinate's own gradient scale, so k does not "
+                     f"matter.")
+    for name in ADAPTIVE:
+        if name not in same:
+            lines.append(f"{name} takes {_count(table[name][HARD])} on {HARD} but "
+                         f"{_count(table[name][EASY])} on {EASY}.")
+    fewest = []
+    for title in PROBLEMS:
+        best = min(_steps(row[title]) for row in table.values())
+        if best < math.inf:
+            names = [name for name, row in table.items() if _steps(row[title]) == best]
+            fewest.append(f"{title}: {_join(names)} ({best})")
+    lines.append("Fewest steps: " + "; ".join(fewest) + ".")
     return lines
 
 
@@ -133,10 +218,14 @@ def run(out=print):
     for line in format_table(descend(SEED_DECAY), with_lr=True):
         out(line)
     out("")
-    out(f"Steps until every coordinate is within {TOLERANCE:g} of the minimum, each optimizer at")
-    out(f"its best lr from {{{', '.join(f'{lr:g}' for lr in LR_GRID)}}}, at most {MAX_STEPS} steps,")
-    out("float64. Quadratic: (x^2 + k*y^2) / 2 from (2, 1.3).")
-    for line in format_comparison(compare_optimizers()):
+    out(f"Steps until every coordinate stays within {TOLERANCE:g} of the minimum to step {MAX_STEPS},")
+    out(f"each optimizer at its best lr from {{{', '.join(f'{lr:g}' for lr in LR_GRID)}}}; float64.")
+    out("A run that ends outside it, or overflows, is 'not reached'. Quadratic: (x^2 + k*y^2) / 2")
+    out("from (2, 1.3).")
+    table = compare_optimizers()
+    for line in format_comparison(table):
         out(line)
-    out("SGD must keep lr < 2/k for the steep y, so x crawls; momentum helps; Adagrad, RMSprop")
-    out("and Adam divide each coordinate's step by its own gradient scale, so k does not matter.")
+    out("")
+    for sentence in conclusions(table):
+        for line in textwrap.wrap(sentence, 92):
+            out(line)

@@ -41,5 +41,26 @@ def test_readme_examples_run_and_print_what_they_say(compiled, capsys):
     assert printed == claimed
 
     exec(compile(checkpoint, "README checkpoint example", "exec"), namespace)
-    assert capsys.readouterr().out.strip() == "True True"
+    printed = capsys.readouterr().out.strip().splitlines()
     assert namespace["state"].step_count == 0 and isinstance(namespace["state"], namespace["lrcore"].Adam)
+    claimed = [line.split("# ", 1)[1] for line in checkpoint.splitlines()
+               if line.startswith("print(") and "# " in line]
+    assert printed == claimed and len(claimed) == 3
+    check_find_lr_example(namespace)
+
+
+def check_find_lr_example(namespace):
+    """What the find_lr example and the paragraph after it say, recomputed in float64: the
+    sweep went past 2/λmax and stopped early; its loss was lowest past 2/λmax, 4× that ended
+    it; suggestion and steepest are below 2/λmax, and SGD at the suggestion trains."""
+    result, Xs, ys = namespace["result"], namespace["Xs"].astype(np.float64), namespace["ys"]
+    bound = 2 / np.linalg.eigvalsh(Xs.T @ Xs / len(ys)).max()
+    assert result.stopped_early
+    assert result.lrs[-1] > bound > result.suggestion and result.steepest < bound
+    lowest = np.argmin(result.losses)
+    assert result.lrs[lowest] > bound and f"{result.lrs[lowest]:.3g}" == "0.115"
+    assert result.losses[-1] > 4 * result.losses[lowest] and len(result.lrs) < 100
+    loss = lambda w: 0.5 * np.mean((Xs @ w - ys) ** 2)
+    start, end = loss(np.zeros(8)), loss(namespace["w0"].astype(np.float64))
+    assert f"{start:.0f} -> {end:.2f}" == "3483 -> 0.44" and end < start / 1000
+    assert namespace["sgd"].step_count == 100 and namespace["sgd"].lr == result.suggestion
