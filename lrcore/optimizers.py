@@ -329,8 +329,13 @@ class Optimizer:
             core.bind(_validate.signature_of(arrays), np.array(steps, dtype=np.int64),
                       {key: [np.array(b, order="C", copy=True) for b in buffers[key]]
                        for key in needed})
+        # under the current core's lock: a step running in another thread finishes first
+        self._core.locked(self._adopt, fresh)
+
+    def _adopt(self, fresh):
+        """Take over another state's lr, hyperparameters and core (load_state_dict)."""
         self._lr, self._hyper, self._update_hyper, self._core = \
-            fresh._lr, fresh._hyper, fresh._update_hyper, core
+            fresh._lr, fresh._hyper, fresh._update_hyper, fresh._core
 
     def __repr__(self):
         args = [f"lr={self._lr!r}"] + [f"{k}={v!r}" for k, v in self._hyper.items()]

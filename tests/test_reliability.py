@@ -377,8 +377,10 @@ state = None
 def lr(step):
     if sys.argv[2] == "step":
         lrcore.step(p, g, state)            # the state's own step, from inside its rate
-    else:
+    elif sys.argv[2] == "state_dict":
         state.state_dict()
+    else:
+        state.load_state_dict(lrcore.SGD(lr=0.1).state_dict())
     return 0.1
 
 for first in (True, False):
@@ -399,7 +401,7 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("what", ["step", "state_dict"])
+@pytest.mark.parametrize("what", ["step", "state_dict", "load_state_dict"])
 @pytest.mark.parametrize("name", ["cython", "numpy"])
 def test_an_lr_callable_using_its_own_state_raises_instead_of_deadlocking(compiled, name, what):
     from conftest import run_python
