@@ -99,14 +99,20 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         updates = [self._prepare(index, group) for index, group in enumerate(self.param_groups)]
-        for update in updates:
-            if update is not None:
-                update()
+        updates = [u for u in updates if u is not None]
+        # the kernels check a call before writing anything: the first group to run needs no
+        # check of its own, the others are checked before it runs
+        for check, _ in updates[1:]:
+            check()
+        for _, update in updates:
+            update()
         return loss
 
     def _prepare(self, index, group):
-        """Check group `index` and set up its update without changing anything: returns a
-        function that runs it and stores the state it created (None if no param has a grad)."""
+        """Check the group's tensors and hyperparameters and set up its update without
+        changing anything: returns (check, update), check() raising what the kernels would
+        refuse, update() running them and storing the state it created; None if no param
+        of the group has a grad."""
         members = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
         if not members:
             return None
@@ -143,13 +149,20 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         params = [_flat(p) for _, p in members]
         grads = [_flat(p.grad) for _, p in members]
         buffers = {name: [_flat(current(p, name)) for _, p in members] for name in names}
-        try:        # what the kernels would refuse (tied params...), named as torch users know it
-            _validate.check_step(params, grads, None, buffers)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(_torch_names(str(exc), index, members)) from None
+        def renamed(exc):   # lrcore's array names (tied params...) as torch users know them
+            return type(exc)(_torch_names(str(exc), index, members))
+
+        def check():
+            try:
+                _validate.check_step(params, grads, None, buffers)
+            except (TypeError, ValueError) as exc:
+                raise renamed(exc) from None
 
         def update():
-            state._update_external(params, grads, buffers, steps, rate)
+            try:
+                state._update_external(params, grads, buffers, steps, rate)
+            except (TypeError, ValueError) as exc:
+                raise renamed(exc) from None
             for p, new in created.items():
                 if new:
                     self.state[p].update(new)
@@ -157,7 +170,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                 for _, p in members:
                     self.state[p]["step"] += 1
             group["lrcore_step_count"] = count + 1
-        return update
+        return check, update
 
     def _lrcore_class_of(self, group):
         return self._lrcore_class

@@ -260,7 +260,7 @@ def test_an_adamw_state_dict_makes_adam_an_adamw_as_in_torch(target):
 
 # the param_group keys torch.optim 2.13 fills in for a state_dict saved by an older torch
 NEWER_KEYS = ("maximize", "foreach", "differentiable", "fused", "capturable",
-              "decoupled_weight_decay", "amsgrad", "nesterov", "lrcore_step_count")
+              "decoupled_weight_decay", "amsgrad", "nesterov")
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
@@ -383,6 +383,20 @@ def test_sgd_state_holds_what_torch_s_holds(momentum):
     assert (states[0] == {}) == (momentum == 0)
 
 
+def test_a_state_buffer_laid_out_unlike_its_param_is_refused_naming_it():
+    """A loaded state whose buffer has other strides than its (permuted) param."""
+    p = torch.nn.Parameter(torch.randn(3, 4).t())
+    p.grad = torch.ones(3, 4).t()
+    opt = lt.Adam([p])
+    opt.state[p].update(step=torch.tensor(1.0), exp_avg=torch.zeros(4, 3),
+                        exp_avg_sq=torch.zeros(3, 4).t())
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\]'s state 'exp_avg' "
+                                         r"has strides \(3, 1\) where the param has \(1, 4\)"):
+        opt.step()
+    assert torch.equal(p.detach(), before) and int(opt.state[p]["step"]) == 1
+
+
 # -- a failed step changes nothing -------------------------------------------------------
 
 def snapshot(opt):
@@ -422,7 +436,7 @@ def overlapping_views():
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_tied_params_raise_naming_them_and_change_nothing(name):
+def test_tied_params_raise_naming_them_and_change_nothing(backend, name):
     p = torch.nn.Parameter(torch.randn(5))
     p.grad = torch.ones(5)
     with pytest.warns(UserWarning, match="duplicate parameters"):
@@ -437,7 +451,7 @@ def test_tied_params_raise_naming_them_and_change_nothing(name):
     assert_same(opt.state_dict(), before)
 
 
-def test_after_a_failed_step_sgd_s_next_step_is_still_its_first_momentum_step():
+def test_after_a_failed_step_sgd_s_next_step_is_still_its_first_momentum_step(backend):
     """SGD with dampening: the first momentum step copies the gradient (no dampening); a
     failed step must not have created the buffer that would make the next one dampen."""
     base, a, b = overlapping_views()
@@ -457,7 +471,7 @@ def test_after_a_failed_step_sgd_s_next_step_is_still_its_first_momentum_step():
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_a_step_failing_in_its_second_group_leaves_the_first_untouched(name):
+def test_a_step_failing_in_its_second_group_leaves_the_first_untouched(backend, name):
     x = torch.nn.Parameter(torch.randn(3))
     x.grad = torch.ones(3)
     base, a, b = overlapping_views()
