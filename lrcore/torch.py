@@ -149,6 +149,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         params = [_flat(p) for _, p in members]
         grads = [_flat(p.grad) for _, p in members]
         buffers = {name: [_flat(current(p, name)) for _, p in members] for name in names}
+
         def renamed(exc):   # lrcore's array names (tied params...) as torch users know them
             return type(exc)(_torch_names(str(exc), index, members))
 
