@@ -7,16 +7,25 @@
 `SGD`, `Adagrad`, `RMSprop`, `Adam`, `AdamW` take torch.optim's arguments (the keyword-only
 foreach / fused / capturable / differentiable are accepted for compatibility; the kernels are
 fused and multi-tensor already, capturable / differentiable are not supported). param_groups,
-per-group hyperparameters and torch's lr_scheduler work as with torch.optim; a group's `lr`
-may also be an lrcore schedule, evaluated at the group's step count (kept in the group as
+per-group hyperparameters and torch's lr_scheduler work as with torch.optim; `lr` and Adam's
+`betas` may be 1-element tensors, read at every step (schedulers write into them); a group's
+`lr` may also be an lrcore schedule, evaluated at the group's step count (kept in the group as
 "lrcore_step_count"). state and state_dict() are torch.optim's own format (`step` as a float32
 tensor, buffers under torch's names), so a torch.optim.Adam state_dict loads into
-lrcore.torch.Adam and back, and training continues identically.
+lrcore.torch.Adam and back, and training continues identically; an older torch's state_dict
+(param_groups lacking newer keys) gets torch's defaults when loaded, as torch does.
 
 Each step, per group, the params that have a .grad are viewed as numpy arrays (no copy) and
-updated by one compiled call. Tensors must be dense, contiguous, float32 / float64 and on
-the CPU; anything else raises a ValueError / TypeError naming the parameter.
+updated by one compiled call. A param must be a dense (non-overlapping, gap-free) float32 /
+float64 / complex64 / complex128 CPU tensor in any dimension order (channels_last included);
+its grad and state buffers must have its dtype, shape and strides, so the element-wise update
+runs on their memory as flat arrays. Complex params are updated as their real view, as
+torch.optim does. Anything else raises a ValueError / TypeError naming the tensor. Every group
+is checked before any is updated, and a step's new state entries are stored only once it has
+succeeded: a step that raises leaves params and state as they were.
 """
+import re
+
 import numpy as np
 
 try:
@@ -24,11 +33,27 @@ try:
 except ImportError:
     raise ImportError("lrcore.torch needs torch: pip install 'lrcore[torch]'") from None
 
-from lrcore import optimizers, schedules
+from lrcore import _validate, optimizers, schedules
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
 
-_DTYPES = (torch.float32, torch.float64)
+# complex params are updated as their real view (torch.view_as_real), as torch.optim does
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+# torch.optim's wording for an invalid argument (its test-suite matches it), by the argument
+# name lrcore's validation messages start with; lrcore's message follows in parentheses
+_TORCH_WORDING = {
+    "lr": "Invalid learning rate: {}",
+    "eps": "Invalid epsilon value: {}",
+    "betas[0]": "Invalid beta parameter at index 0: {}",
+    "betas[1]": "Invalid beta parameter at index 1: {}",
+    "weight_decay": "Invalid weight_decay value: {}",
+    "momentum": "Invalid momentum value: {}",
+    "lr_decay": "Invalid lr_decay value: {}",
+    "initial_accumulator_value": "Invalid initial_accumulator_value value: {}",
+    "alpha": "Invalid alpha value: {}",
+    "nesterov=True": "Nesterov momentum requires a momentum and zero dampening",
+}
 
 
 class _LrcoreOptimizer(torch.optim.Optimizer):
@@ -36,81 +61,236 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
 
     _lrcore_class = None
     _has_step = True          # torch keeps state["step"] (all but SGD)
+    _group_defaults = {}      # what torch's __setstate__ fills into older param_groups
 
     def __init__(self, params, defaults, foreach=None, fused=None, capturable=False,
                  differentiable=False):
         if capturable or differentiable:
             raise ValueError(f"{type(self).__name__} does not support capturable or "
                              f"differentiable (CUDA graphs / autograd through the step)")
-        self._lrcore_state(defaults)          # validates the defaults as lrcore does
+        lr = defaults["lr"]      # a schedule is validated as lrcore does, not evaluated
+        self._lrcore_state(defaults, _scalar(lr, "lr") if torch.is_tensor(lr) else lr)
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=False,
                         differentiable=False)
         super().__init__(params, defaults)
 
+    def __setstate__(self, state):
+        """torch.optim.Optimizer.load_state_dict (and unpickling) end here: as torch's own
+        optimizers, fill in the param_group keys an older torch did not save and make an
+        old plain-number `step` a tensor."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self._group_defaults.items():
+                group.setdefault(key, value)
+            if self._has_step:
+                for p in group["params"]:
+                    st = self.state.get(p)
+                    if st and "step" in st and not torch.is_tensor(st["step"]):
+                        st["step"] = torch.tensor(float(st["step"]), dtype=torch.float32)
+
     @torch.no_grad()
     def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure() if given."""
+        """One update of every parameter that has a gradient; returns closure() if given.
+
+        All or nothing: every group is checked (its new state entries prepared aside) before
+        any is updated, so an error leaves params and optimizer state as they were."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for index, group in enumerate(self.param_groups):
-            self._step_group(index, group)
+        updates = [self._prepare(index, group) for index, group in enumerate(self.param_groups)]
+        updates = [u for u in updates if u is not None]
+        # the kernels check a call before writing anything: the first group to run needs no
+        # check of its own, the others are checked before it runs
+        for check, _ in updates[1:]:
+            check()
+        for _, update in updates:
+            update()
         return loss
 
-    def _step_group(self, index, group):
+    def _prepare(self, index, group):
+        """Check the group's tensors and hyperparameters and set up its update without
+        changing anything: returns (check, update), check() raising what the kernels would
+        refuse, update() running them and storing the state it created; None if no param
+        of the group has a grad."""
         members = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
         if not members:
-            return
+            return None
         for i, p in members:
-            _check_tensor(p, f"param_groups[{index}]['params'][{i}]")
-            _check_tensor(p.grad, f"param_groups[{index}]['params'][{i}].grad")
+            name = f"param_groups[{index}]['params'][{i}]"
+            _check_param(p, name)
+            _check_like(p.grad, p, f"{name}.grad")
+        count = group.get("lrcore_step_count", 0)
         lr = group["lr"]
-        count = group.setdefault("lrcore_step_count", 0)
-        rate = lr(count) if isinstance(lr, schedules.LearningRateSchedule) else float(lr)
-        state = self._lrcore_state(dict(group, lr=rate))
+        if isinstance(lr, schedules.LearningRateSchedule):
+            rate = lr(count)
+        else:               # a tensor is read now: torch's schedulers write into it
+            rate = _scalar(lr, "lr") if torch.is_tensor(lr) else lr
+        state = self._lrcore_state(group, rate)
         names = state._buffers_needed()
-        # each param's own update count, read before its state is created
-        steps = np.array([self._array_step(self.state[p]) for _, p in members], dtype=np.int64)
-        for _, p in members:
-            self._init_state(p, state, names)
-        params = [p.detach().numpy() for _, p in members]
-        grads = [p.grad.detach().numpy() for _, p in members]
-        buffers = {name: [self.state[p][name].numpy() for _, p in members] for name in names}
-        state._update_external(params, grads, buffers, steps, rate)
-        if self._has_step:
-            for _, p in members:
-                self.state[p]["step"] += 1
-        group["lrcore_step_count"] = count + 1
+        # each param's own update count, read before this step's state exists
+        steps = np.array([self._array_step(self.state.get(p, {})) for _, p in members],
+                         dtype=np.int64)
+        created = {}        # param -> the state entries this step creates (tensors hash by id)
+        for i, p in members:
+            st, new = self.state.get(p, {}), created.setdefault(p, {})
+            if self._has_step and "step" not in st:
+                new["step"] = torch.tensor(0.0, dtype=torch.float32)   # as torch.optim keeps it
+            for name in names:
+                if st.get(name) is not None:
+                    _check_like(st[name], p, f"param_groups[{index}]['params'][{i}]'s state "
+                                             f"{name!r}")
+                elif name not in new:   # torch stores momentum_buffer=None without momentum
+                    new[name] = _new_buffer(p, state._buffer_start(name))
 
-    def _lrcore_state(self, group):
-        """An lrcore state with the group's hyperparameters (validated by its constructor)."""
-        cls = self._lrcore_class
-        return cls(**{key: group[key] for key in _KEYS[cls.__name__]})
+        def current(p, name):
+            return created[p][name] if name in created[p] else self.state[p][name]
 
-    def _init_state(self, p, state, names):
-        st = self.state[p]
-        if self._has_step and "step" not in st:
-            st["step"] = torch.tensor(0.0, dtype=torch.float32)    # as torch.optim keeps it
-        for name in names:
-            if st.get(name) is None:        # torch stores momentum_buffer=None without momentum
-                st[name] = torch.full_like(p, state._buffer_start(name),
-                                           memory_format=torch.contiguous_format)
+        params = [_flat(p) for _, p in members]
+        grads = [_flat(p.grad) for _, p in members]
+        buffers = {name: [_flat(current(p, name)) for _, p in members] for name in names}
+
+        def renamed(exc):   # lrcore's array names (tied params...) as torch users know them
+            return type(exc)(_torch_names(str(exc), index, members))
+
+        def check():
+            try:
+                _validate.check_step(params, grads, None, buffers)
+            except (TypeError, ValueError) as exc:
+                raise renamed(exc) from None
+
+        def update():
+            try:
+                state._update_external(params, grads, buffers, steps, rate)
+            except (TypeError, ValueError) as exc:
+                raise renamed(exc) from None
+            for p, new in created.items():
+                if new:
+                    self.state[p].update(new)
+            if self._has_step:
+                for _, p in members:
+                    self.state[p]["step"] += 1
+            group["lrcore_step_count"] = count + 1
+        return check, update
+
+    def _lrcore_class_of(self, group):
+        return self._lrcore_class
+
+    def _lrcore_state(self, group, lr):
+        """An lrcore state with the group's hyperparameters and learning rate `lr` (a number or
+        a schedule), validated by its constructor; torch's wording for what torch refuses."""
+        cls = self._lrcore_class_of(group)
+        values = {key: group[key] for key in _KEYS[cls.__name__]}
+        values["lr"] = lr
+        if "betas" in values:
+            values["betas"] = _betas_values(values["betas"])
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            name = str(exc).split(" ", 1)[0]    # lrcore's messages start with the argument
+            wording = _TORCH_WORDING.get(name)
+            if wording is None:
+                raise
+            shown = group["betas"][int(name[6])] if name.startswith("betas[") else group.get(name)
+            raise ValueError(f"{wording.format(shown)} ({exc})") from None
 
     def _array_step(self, st):
         """How many updates the param has had (drives bias corrections / first steps)."""
         return int(st.get("step", 0))
 
 
-def _check_tensor(t, name):
+def _scalar(t, name):
+    """The value of a 1-element tensor hyperparameter, read at each use."""
+    if t.numel() != 1:
+        raise ValueError(f"Tensor {name} must be 1-element, got {t.numel()} elements")
+    return t.item()
+
+
+def _betas_values(betas):
+    """Adam's betas with tensors read as numbers (lrcore's check names anything else)."""
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        return betas
+    tensors = [torch.is_tensor(b) for b in betas]
+    if any(tensors) and not all(tensors):
+        raise ValueError(f"betas must be either both floats or both Tensors, got {betas!r}")
+    return tuple(_scalar(b, f"betas[{i}]") if is_tensor else b
+                 for i, (b, is_tensor) in enumerate(zip(betas, tensors)))
+
+
+def _is_dense(t):
+    """Whether t's elements cover a block of memory exactly once, in whatever dimension order:
+    sorted by stride, each dimension's stride is the product of the faster ones' sizes."""
+    if t.numel() == 0:
+        return True
+    expected = 1
+    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _check_param(t, name):
     if t.is_sparse:
         raise TypeError(f"{name} is a sparse tensor; lrcore updates dense CPU tensors")
     if t.device.type != "cpu":
         raise ValueError(f"{name} is on {t.device}; lrcore.torch runs on CPU tensors")
     if t.dtype not in _DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; lrcore.torch takes float32 or float64")
-    if not t.is_contiguous():
-        raise ValueError(f"{name} is not contiguous; lrcore updates in place and never copies")
+        raise TypeError(f"{name} has dtype {t.dtype}; lrcore.torch takes float32, float64, "
+                        f"complex64 or complex128")
+    if not _is_dense(t):
+        raise ValueError(f"{name} is not dense (shape {tuple(t.shape)}, strides {t.stride()}: "
+                         f"its elements overlap or leave gaps); lrcore updates in place and "
+                         f"never copies")
+
+
+def _check_like(t, p, name):
+    """t (a grad or state buffer) must be laid out as its param p: then the element-wise
+    update runs on the same flat memory order for all of them."""
+    if t.is_sparse:
+        raise TypeError(f"{name} is a sparse tensor; lrcore updates dense CPU tensors")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} is on {t.device}; lrcore.torch runs on CPU tensors")
+    if t.dtype != p.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype}, the param {p.dtype}")
+    if t.shape != p.shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, the param {tuple(p.shape)}")
+    # strides of size-1 dimensions do not change the layout
+    if t.numel() and any(st != sp for n, st, sp in zip(p.shape, t.stride(), p.stride())
+                         if n != 1):
+        raise ValueError(f"{name} has strides {t.stride()} where the param has {p.stride()}; "
+                         f"lrcore updates a param, its grad and state in place on one shared "
+                         f"layout and never copies")
+
+
+def _flat(t):
+    """A dense tensor's memory as a 1-D numpy array, no copy (complex: its real view)."""
+    t = t.detach()
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    return t.as_strided((t.numel(),), (1,), t.storage_offset()).numpy()
+
+
+def _new_buffer(p, start):
+    """A state buffer laid out as p (torch's preserve_format), every real component = start
+    (a complex Adagrad sum starts at start + start·i, as torch's)."""
+    buf = torch.empty_like(p, memory_format=torch.preserve_format)
+    (torch.view_as_real(buf) if buf.is_complex() else buf).fill_(start)
+    return buf
+
+
+_CHECK_NAMES = re.compile(r"state buffer (\w+)\[(\d+)\]|grads\[(\d+)\]|params\[(\d+)\]")
+
+
+def _torch_names(message, index, members):
+    """lrcore's check_step message with its array names (params[k], grads[k], state buffer
+    name[k], k counting the params that have a grad) as the group's tensors."""
+    def rename(m):
+        param = f"param_groups[{index}]['params'][{members[int(m[2] or m[3] or m[4])][0]}]"
+        if m[1]:
+            return f"{param}'s state {m[1]!r}"
+        return f"{param}.grad" if m[3] else param
+    return _CHECK_NAMES.sub(rename, message)
 
 
 # the lrcore constructor keywords of each optimizer, read from a param group
@@ -122,12 +302,15 @@ _KEYS = {
     "AdamW": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
 }
 
+_COMMON_DEFAULTS = dict(foreach=None, maximize=False, differentiable=False)
+
 
 class SGD(_LrcoreOptimizer):
     """torch.optim.SGD on lrcore's kernels."""
 
     _lrcore_class = optimizers.SGD
     _has_step = False
+    _group_defaults = dict(_COMMON_DEFAULTS, nesterov=False, fused=False)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
@@ -146,6 +329,7 @@ class Adagrad(_LrcoreOptimizer):
     """torch.optim.Adagrad on lrcore's kernels."""
 
     _lrcore_class = optimizers.Adagrad
+    _group_defaults = dict(_COMMON_DEFAULTS, fused=None)
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
@@ -160,6 +344,7 @@ class RMSprop(_LrcoreOptimizer):
     """torch.optim.RMSprop on lrcore's kernels."""
 
     _lrcore_class = optimizers.RMSprop
+    _group_defaults = dict(_COMMON_DEFAULTS, momentum=0, centered=False, capturable=False)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, capturable=False, foreach=None, maximize=False,
@@ -170,28 +355,53 @@ class RMSprop(_LrcoreOptimizer):
 
 
 class Adam(_LrcoreOptimizer):
-    """torch.optim.Adam on lrcore's kernels."""
+    """torch.optim.Adam on lrcore's kernels; decoupled_weight_decay=True makes it AdamW (a
+    group's "decoupled_weight_decay" is read at every step, as torch does)."""
 
     _lrcore_class = optimizers.Adam
+    _group_defaults = dict(_COMMON_DEFAULTS, amsgrad=False, capturable=False,
+                           decoupled_weight_decay=False, fused=None)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
+        # torch refuses these combinations (its foreach path cannot read tensors); so do we
+        if foreach and not capturable:
+            if torch.is_tensor(lr):
+                raise ValueError("lr as a Tensor is not supported for capturable=False and "
+                                 "foreach=True")
+            for i, b in enumerate(betas[:2] if isinstance(betas, (tuple, list)) else ()):
+                if torch.is_tensor(b):
+                    raise ValueError(f"betas[{i}] as a Tensor is not supported for "
+                                     f"capturable=False and foreach=True")
+        if isinstance(betas, (tuple, list)):    # as torch: 1-element tensors kept 0-d
+            betas = tuple(b.squeeze() if torch.is_tensor(b) and b.dim() else b for b in betas)
+        decoupled_weight_decay = _validate.flag(decoupled_weight_decay,
+                                                "decoupled_weight_decay")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize),
+                                      maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay),
                          foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable)
+
+    def _lrcore_class_of(self, group):
+        return optimizers.AdamW if group["decoupled_weight_decay"] else optimizers.Adam
 
 
 class AdamW(Adam):
     """torch.optim.AdamW on lrcore's kernels."""
-
-    _lrcore_class = optimizers.AdamW
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
-                         differentiable=differentiable, fused=fused)
+                         differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
+
+    def __setstate__(self, state):
+        # as torch.optim.AdamW: whatever was saved, loading into AdamW means decoupled decay
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True

@@ -4,6 +4,7 @@ Against torch.optim itself: trajectories, state_dict interchange both ways, lr_s
 and ZeroRedundancyOptimizer over two gloo processes on 127.0.0.1.
 """
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -130,22 +131,31 @@ def test_an_lrcore_schedule_as_lr(backend):
 
 
 def bad_params():
-    transposed = torch.nn.Parameter(torch.randn(4, 3).t())
+    """(param, its grad, error, message): the tensors a step refuses, naming the tensor."""
+    gappy = torch.nn.Parameter(torch.randn(4, 6)[:, ::2])
+    permuted = torch.nn.Parameter(torch.randn(4, 3).t())
     half = torch.nn.Parameter(torch.randn(3).half())
     return [
-        (transposed, ValueError, r"param_groups\[0\]\['params'\]\[0\] is not contiguous"),
-        (half, TypeError, r"param_groups\[0\]\['params'\]\[0\] has dtype torch.float16"),
+        (gappy, torch.ones_like(gappy), ValueError,
+         r"param_groups\[0\]\['params'\]\[0\] is not dense"),
+        (permuted, torch.ones(3, 4), ValueError,        # contiguous grad, transposed param
+         r"param_groups\[0\]\['params'\]\[0\]\.grad has strides \(4, 1\) where the param "
+         r"has \(1, 3\)"),
+        (half, torch.ones_like(half), TypeError,
+         r"param_groups\[0\]\['params'\]\[0\] has dtype torch.float16"),
     ]
 
 
-@pytest.mark.parametrize("param, exc, message", bad_params(), ids=["non-contiguous", "float16"])
-def test_unsupported_tensors_raise_naming_the_parameter(param, exc, message):
-    param.grad = torch.ones_like(param)
+@pytest.mark.parametrize("param, grad, exc, message", bad_params(),
+                         ids=["not-dense", "grad-strides", "float16"])
+def test_unsupported_tensors_raise_naming_the_parameter(param, grad, exc, message):
+    param.grad = grad
     before = param.detach().clone()
     opt = lt.Adam([param])
     with pytest.raises(exc, match=message):
         opt.step()
     assert torch.equal(param.detach(), before)
+    assert len(opt.state) == 0
 
 
 def test_invalid_hyperparameters_are_rejected_as_lrcore_does():
@@ -214,3 +224,288 @@ def test_the_readme_torch_example_runs_and_prints_what_it_says(capsys):
     code = re.search(r"```python torch\n(.*?)```", readme.read_text(), flags=re.S).group(1)
     exec(compile(code, "README torch example", "exec"), {})
     assert capsys.readouterr().out.strip() == str(list(range(8)))
+
+
+# -- torch.optim 2.x behaviour (issue 11) ------------------------------------------------
+
+def test_adam_with_decoupled_weight_decay_is_adamw(backend):
+    runs = []
+    for make in (lambda ps: lt.Adam(ps, lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+                 lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.1, foreach=False)):
+        model, x = model_and_data(torch.float64)
+        train(model, make(model.parameters()), x, 10)
+        runs.append(params_of(model))
+    assert_close(runs[0], runs[1], 1e-12)
+
+
+@pytest.mark.parametrize("target", ["Adam", "AdamW"])
+def test_an_adamw_state_dict_makes_adam_an_adamw_as_in_torch(target):
+    """torch: loading AdamW's state_dict into Adam sets decoupled_weight_decay; the reverse
+    keeps AdamW decoupled. lrcore.torch follows torch's loaded optimizer step for step."""
+    source = "AdamW" if target == "Adam" else "Adam"
+    runs, flags = [], []
+    for module in (torch.optim, lt):
+        model, x = model_and_data(torch.float64)
+        first = getattr(torch.optim, source)(model.parameters(), lr=0.01, weight_decay=0.1,
+                                             foreach=False)
+        train(model, first, x, 3)
+        second = getattr(module, target)(model.parameters(), lr=0.01, weight_decay=0.1)
+        second.load_state_dict(first.state_dict())
+        flags.append(second.param_groups[0]["decoupled_weight_decay"])
+        train(model, second, x, 4)
+        runs.append(params_of(model))
+    assert flags == [True, True]
+    assert_close(runs[1], runs[0], 1e-12)
+
+
+# the param_group keys torch.optim 2.13 fills in for a state_dict saved by an older torch
+NEWER_KEYS = ("maximize", "foreach", "differentiable", "fused", "capturable",
+              "decoupled_weight_decay", "amsgrad", "nesterov")
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_an_older_torch_state_dict_gets_torch_defaults(name):
+    """param_groups lacking newer keys and a plain-number `step`, as an older torch saved
+    them: loaded as torch loads them, training goes on as in torch."""
+    options = {k: v for k, v in OPTIONS[name].items() if k not in NEWER_KEYS}
+    runs, groups = [], []
+    for module in (torch.optim, lt):
+        model, x = model_and_data(torch.float64)
+        first = getattr(torch.optim, name)(model.parameters(), **options, foreach=False)
+        train(model, first, x, 3)
+        old = first.state_dict()
+        for group in old["param_groups"]:
+            for key in NEWER_KEYS:
+                group.pop(key, None)
+        for st in old["state"].values():
+            if "step" in st:
+                st["step"] = int(st["step"])
+        second = getattr(module, name)(model.parameters(), **options)
+        second.load_state_dict(old)
+        groups.append({k: v for k, v in second.param_groups[0].items() if k != "params"})
+        train(model, second, x, 4)
+        runs.append(params_of(model))
+        if name != "SGD":
+            assert all(torch.is_tensor(st["step"]) for st in second.state.values())
+    assert groups[1] == {k: v for k, v in groups[0].items() if k in groups[1]}
+    assert_close(runs[1], runs[0], 1e-12)
+
+
+TENSOR_HYPERPARAMETERS = {
+    "SGD": dict(momentum=0.9),
+    "Adagrad": dict(lr_decay=0.01),
+    "RMSprop": dict(centered=True),
+    "Adam": dict(betas=(torch.tensor(0.8, dtype=torch.float64),
+                        torch.tensor([0.99], dtype=torch.float64))),
+    "AdamW": dict(betas=(torch.tensor(0.8, dtype=torch.float64),
+                         torch.tensor(0.99, dtype=torch.float64))),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_a_tensor_lr_is_read_at_every_step_as_torch_writes_it(backend, name):
+    """lr (and Adam's betas) as 1-element tensors; StepLR writes into the lr tensor."""
+    runs, lrs = [], []
+    for module, extra in ((torch.optim, dict(foreach=False)), (lt, {})):
+        model, x = model_and_data(torch.float64)
+        lr = torch.tensor(0.05, dtype=torch.float64)
+        opt = getattr(module, name)(model.parameters(), lr=lr, **TENSOR_HYPERPARAMETERS[name],
+                                    **extra)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        train(model, opt, x, 7, scheduler=sched)
+        assert opt.param_groups[0]["lr"] is lr
+        lrs.append(float(lr))
+        runs.append(params_of(model))
+    assert lrs == [0.05 * 0.5 ** 3] * 2
+    assert_close(runs[1], runs[0], 1e-12)
+
+
+# torch.optim's own error inputs (torch/testing/_internal/common_optimizers.py, CPU) and the
+# messages of its constructors: (optimizer, kwargs, torch's regex, lrcore's detail or None)
+TORCH_ERRORS = [
+    (name, dict(lr=torch.tensor([0.001, 0.001])), "Tensor lr must be 1-element", None)
+    for name in OPTIONS
+] + [
+    (name, dict(lr=-0.1), "Invalid learning rate: -0.1", "lr must be a finite number >= 0")
+    for name in OPTIONS
+] + [
+    ("SGD", dict(lr=1e-2, momentum=-0.5), "Invalid momentum value: -0.5", "momentum must be"),
+    ("SGD", dict(weight_decay=-0.5), "Invalid weight_decay value: -0.5", "weight_decay must"),
+    ("SGD", dict(nesterov=True), "Nesterov momentum requires a momentum and zero dampening",
+     r"nesterov=True requires momentum > 0 and dampening == 0, got momentum=0.0"),
+    ("SGD", dict(momentum=0.9, dampening=0.1, nesterov=True),
+     "Nesterov momentum requires a momentum and zero dampening", "dampening=0.1"),
+    ("Adagrad", dict(lr=1e-2, lr_decay=-0.5), "Invalid lr_decay value: -0.5", "lr_decay must"),
+    ("Adagrad", dict(initial_accumulator_value=-1), "Invalid initial_accumulator_value value: -1",
+     "initial_accumulator_value must"),
+    ("Adagrad", dict(eps=-1e-3), "Invalid epsilon value: -0.001", "eps must"),
+    ("RMSprop", dict(lr=1e-2, momentum=-1.0), "Invalid momentum value: -1.0", "momentum must"),
+    ("RMSprop", dict(alpha=-0.5), "Invalid alpha value: -0.5", "alpha must"),
+    ("Adam", dict(lr=1e-2, betas=(1.0, 0.0)), "Invalid beta parameter at index 0: 1.0",
+     r"betas\[0\] must be a finite number >= 0 and < 1"),
+    ("AdamW", dict(lr=1e-2, betas=(0.0, 1.0)), "Invalid beta parameter at index 1: 1.0",
+     r"betas\[1\] must"),
+    ("Adam", dict(lr=1e-2, weight_decay=-1), "Invalid weight_decay value: -1", "weight_decay"),
+    ("AdamW", dict(eps=-1.0), "Invalid epsilon value: -1.0", "eps must"),
+    ("Adam", dict(lr=torch.tensor(0.001), foreach=True),
+     "lr as a Tensor is not supported for capturable=False and foreach=True", None),
+    ("Adam", dict(lr=1e-2, betas=(0.9, torch.tensor(0.99))),
+     "betas must be either both floats or both Tensors", None),
+    ("AdamW", dict(lr=1e-2, betas=(torch.tensor(0.9), 0.99)),
+     "betas must be either both floats or both Tensors", None),
+    ("Adam", dict(lr=1e-2, betas=(torch.tensor(0.9), torch.tensor(0.99)), foreach=True),
+     r"betas\[0\] as a Tensor is not supported for capturable=False and foreach=True", None),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, regex, detail", TORCH_ERRORS,
+                         ids=[f"{e[0]}-{e[2][:40]}" for e in TORCH_ERRORS])
+def test_invalid_arguments_raise_torch_s_error(name, kwargs, regex, detail):
+    """The error torch.optim raises (checked against torch itself), with lrcore's detail
+    naming the argument after torch's wording."""
+    for module in (torch.optim, lt):
+        with pytest.raises(ValueError, match=regex) as info:
+            getattr(module, name)([torch.nn.Parameter(torch.ones(2))], **kwargs)
+    if detail is not None:
+        assert re.search(r"\(.*" + detail, str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_state_holds_what_torch_s_holds(momentum):
+    states = []
+    for module in (torch.optim, lt):
+        model, x = model_and_data()
+        opt = module.SGD(model.parameters(), lr=0.1, momentum=momentum)
+        train(model, opt, x, 2)
+        states.append(opt.state_dict()["state"])
+    assert states[1].keys() == states[0].keys()
+    assert all(states[1][k].keys() == states[0][k].keys() for k in states[0])
+    assert (states[0] == {}) == (momentum == 0)
+
+
+def test_a_state_buffer_laid_out_unlike_its_param_is_refused_naming_it():
+    """A loaded state whose buffer has other strides than its (permuted) param."""
+    p = torch.nn.Parameter(torch.randn(3, 4).t())
+    p.grad = torch.ones(3, 4).t()
+    opt = lt.Adam([p])
+    opt.state[p].update(step=torch.tensor(1.0), exp_avg=torch.zeros(4, 3),
+                        exp_avg_sq=torch.zeros(3, 4).t())
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\]'s state 'exp_avg' "
+                                         r"has strides \(3, 1\) where the param has \(1, 4\)"):
+        opt.step()
+    assert torch.equal(p.detach(), before) and int(opt.state[p]["step"]) == 1
+
+
+# -- a failed step changes nothing -------------------------------------------------------
+
+def snapshot(opt):
+    """The optimizer's state_dict with every tensor copied."""
+    def copy(v):
+        if torch.is_tensor(v):
+            return v.clone()
+        if isinstance(v, dict):
+            return {k: copy(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(copy(x) for x in v)
+        return v
+    return copy(opt.state_dict())
+
+
+def assert_same(a, b):
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same(x, y)
+    else:
+        assert a == b
+
+
+def overlapping_views():
+    """Two leaf params sharing memory: base[0:4] and base[2:6]."""
+    base = torch.randn(6, generator=torch.Generator().manual_seed(3))
+    a, b = base[0:4].requires_grad_(), base[2:6].requires_grad_()
+    a.grad, b.grad = torch.full((4,), 0.5), torch.full((4,), -0.25)
+    return base, a, b
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_tied_params_raise_naming_them_and_change_nothing(backend, name):
+    p = torch.nn.Parameter(torch.randn(5))
+    p.grad = torch.ones(5)
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        opt = getattr(lt, name)([p, p], **OPTIONS[name])
+    before, values = snapshot(opt), p.detach().clone()
+    # the param or its state buffer (whichever lies first in memory) is named
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[1\](\S* state '\w+')? "
+                                         r"shares memory with param_groups\[0\]\['params'\]\[0\]"):
+        opt.step()
+    assert torch.equal(p.detach(), values)
+    assert len(opt.state) == 0
+    assert_same(opt.state_dict(), before)
+
+
+def test_after_a_failed_step_sgd_s_next_step_is_still_its_first_momentum_step(backend):
+    """SGD with dampening: the first momentum step copies the gradient (no dampening); a
+    failed step must not have created the buffer that would make the next one dampen."""
+    base, a, b = overlapping_views()
+    opt = lt.SGD([a, b], lr=0.1, momentum=0.9, dampening=0.5)
+    with pytest.raises(ValueError, match=r"\['params'\]\[1\] shares memory with"):
+        opt.step()
+    assert len(opt.state) == 0
+    b.grad = None                   # now only `a` is updated
+    ref = torch.nn.Parameter(a.detach().clone())
+    ref.grad = a.grad.clone()
+    ref_opt = torch.optim.SGD([ref], lr=0.1, momentum=0.9, dampening=0.5, foreach=False)
+    for _ in range(2):
+        opt.step()
+        ref_opt.step()
+        assert torch.equal(a.detach(), ref.detach())
+        assert torch.equal(opt.state[a]["momentum_buffer"], ref_opt.state[ref]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_a_step_failing_in_its_second_group_leaves_the_first_untouched(backend, name):
+    x = torch.nn.Parameter(torch.randn(3))
+    x.grad = torch.ones(3)
+    base, a, b = overlapping_views()
+    opt = getattr(lt, name)([{"params": [x]}, {"params": [a, b]}], **OPTIONS[name])
+    before, x_before, base_before = snapshot(opt), x.detach().clone(), base.clone()
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\]\[1\] shares memory"):
+        opt.step()
+    assert torch.equal(x.detach(), x_before) and torch.equal(base, base_before)
+    assert len(opt.state) == 0
+    assert_same(opt.state_dict(), before)
+    b.grad = None                   # the step then goes through, each param's first
+    opt.step()
+    assert not torch.equal(x.detach(), x_before)
+    if name != "SGD":
+        assert int(opt.state[x]["step"]) == int(opt.state[a]["step"]) == 1
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_a_channels_last_model_trains_in_place_as_with_torch_optim(backend, name):
+    runs, layouts = [], []
+    for module, extra in ((torch.optim, dict(foreach=False)), (lt, {})):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Tanh(),
+                                    torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 2))
+        model = model.to(torch.float64).to(memory_format=torch.channels_last)
+        x = torch.randn(8, 3, 6, 6, dtype=torch.float64).to(memory_format=torch.channels_last)
+        weight = model[0].weight
+        assert not weight.is_contiguous()
+        address = weight.data_ptr()
+        opt = getattr(module, name)(model.parameters(), **OPTIONS[name], **extra)
+        train(model, opt, x, 6)
+        assert weight.data_ptr() == address
+        assert weight.is_contiguous(memory_format=torch.channels_last)
+        layouts.append({k: v.stride() for k, v in opt.state[weight].items() if v.dim()})
+        runs.append(params_of(model))
+    assert layouts[1] == layouts[0] and all(s == weight.stride() for s in layouts[1].values())
+    assert_close(runs[1], runs[0], 1e-12)
