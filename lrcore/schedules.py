@@ -68,6 +68,7 @@ class LearningRateSchedule:
 
     @classmethod
     def from_config(cls, config):
+        _check_config(cls, config)
         return cls(**config)
 
     def __repr__(self):
@@ -79,6 +80,17 @@ class LearningRateSchedule:
 
     def __hash__(self):
         return hash((type(self).__name__, repr(self)))
+
+
+def _check_config(cls, config):
+    """A config (as from a checkpoint) is a dict of cls's constructor arguments only."""
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of {cls.__name__}'s arguments, got "
+                         f"{_short_repr(config)}")
+    unknown = [k for k in config if k not in cls._arguments]
+    if unknown:
+        raise ValueError(f"config must only hold {cls.__name__}'s arguments "
+                         f"{list(cls._arguments)}, got unknown keys {_short_repr(unknown)}")
 
 
 def _as_steps(step):
@@ -226,7 +238,10 @@ def _restart(first, t, s):
         q, num, den, _ = _divmod(first, s)
         return q.astype(np.float64), num / den
     with np.errstate(all="ignore"):     # saturated / overflowing candidates are masked
-        guess = np.floor(np.log1p(s.astype(np.float64) * (t - 1.0) / first) / math.log1p(t - 1.0))
+        x = s.astype(np.float64) * (t - 1.0) / first   # t^i ≈ 1 + x; overflow: through logs
+        log_x = np.where(np.isinf(x), np.log(s.astype(np.float64)) + math.log(t - 1.0)
+                         - math.log(first), np.log1p(x))
+        guess = np.floor(log_x / math.log1p(t - 1.0))
         probe = np.where(guess >= 1.0, np.minimum(guess, _MAX_RESTART - 1.0), 1.0).astype(np.int64)
         lo, hi = np.zeros_like(s), np.full_like(s, _MAX_RESTART)
         gap_lo, T_lo = _dd_from_int(s), (np.ones(s.shape), np.zeros(s.shape))
@@ -272,8 +287,7 @@ class PiecewiseConstant(LearningRateSchedule):
             raise TypeError(f"boundaries must be a list of steps, got {type(boundaries).__name__}")
         if not isinstance(values, (list, tuple, np.ndarray)):
             raise TypeError(f"values must be a list of rates, got {type(values).__name__}")
-        boundaries = [_validate.real(b, f"boundaries[{i}]", low=-math.inf)
-                      for i, b in enumerate(boundaries)]
+        boundaries = [_boundary(b, f"boundaries[{i}]") for i, b in enumerate(boundaries)]
         if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
             raise ValueError(f"boundaries must be strictly increasing, got {boundaries}")
         if len(values) != len(boundaries) + 1:
@@ -289,6 +303,19 @@ class PiecewiseConstant(LearningRateSchedule):
         # index = how many boundaries lie strictly below s
         index = np.searchsorted(np.asarray(self.boundaries, dtype=np.float64), s, side="left")
         return np.asarray(self.values, dtype=np.float64)[index]
+
+
+def _boundary(value, name):
+    """A finite step boundary (any sign) as a float; an int too large for one is a ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number, value = math.inf, "an int too large for a float"
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value if isinstance(value, str) else repr(value)}")
+    return number
 
 
 class _Decay(LearningRateSchedule):
@@ -478,7 +505,8 @@ class NoisyLinearCosineDecay(LinearCosineDecay):
         self.variance_decay = _validate.real(variance_decay, "variance_decay")
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) \
                 or not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+            raise ValueError(f"seed must be an int in [0, 2**64), got "
+                             f"{_short_repr(seed) if isinstance(seed, numbers.Integral) else repr(seed)}")
         self.seed = int(seed)
 
     def _fields(self):
@@ -565,9 +593,9 @@ class Warmup(LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config):
-        if not isinstance(config, dict) or "schedule" not in config:
-            raise ValueError(f"config must be a dict with a 'schedule' entry, got "
-                             f"{_short_repr(config)}")
+        _check_config(cls, config)
+        if "schedule" not in config:
+            raise ValueError(f"config must hold a 'schedule' entry, got {_short_repr(config)}")
         return cls(**dict(config, schedule=deserialize(config["schedule"])))
 
     def __repr__(self):

@@ -187,7 +187,9 @@ static inline double lrc_restart(double first, double t, int64_t s, double *inde
         *index = (double)lrc_divmod(first, s, &num, &den, &comp);
         return num / den;
     }
-    double guess = floor(log1p((double)s * (t - 1.0) / first) / log1p(t - 1.0));
+    const double x = (double)s * (t - 1.0) / first;   /* t^i ≈ 1 + x; overflow: through logs */
+    const double log_x = isinf(x) ? log((double)s) + log(t - 1.0) - log(first) : log1p(x);
+    const double guess = floor(log_x / log1p(t - 1.0));
     int64_t lo = 0, hi = (int64_t)LRC_MAX_RESTART;  /* gap(lo) >= 0 > gap(hi) */
     int64_t probe = !(guess >= 1.0) ? 1 : guess >= LRC_MAX_RESTART - 1.0
         ? (int64_t)LRC_MAX_RESTART - 1 : (int64_t)guess;
