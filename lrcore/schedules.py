@@ -577,9 +577,11 @@ class Warmup(LearningRateSchedule):
                     initial=self.initial_learning_rate, linear=self.mode == "linear")
 
     def _reference(self, s):
-        after = self.schedule._reference(np.maximum(s - self.warmup_steps, 0))
+        # one inner evaluation per level (steps after the warmup, then step 0): two would
+        # cost 2^depth through nested Warmups
+        inner = self.schedule._reference(np.append(np.maximum(s - self.warmup_steps, 0), 0))
+        after, target = inner[:-1], inner[-1]
         if self.mode == "linear":
-            target = self.schedule._reference(np.zeros(1, dtype=np.int64))[0]
             ramp = self.initial_learning_rate + (target - self.initial_learning_rate) * (
                 s / max(self.warmup_steps, 1))
         else:
