@@ -23,9 +23,9 @@ def schedule_command(parser, args):
     if args.name not in schedules.SCHEDULES:
         parser.error(f"unknown schedule {args.name!r}; choose from {', '.join(schedules.SCHEDULES)}")
     kwargs = dict(args.arguments)
-    if args.name == "Warmup" and isinstance(kwargs.get("schedule"), dict):
-        kwargs["schedule"] = schedules.deserialize(kwargs["schedule"])
-    try:
+    try:                # a bad inner config or huge int is a usage error, never a traceback
+        if args.name == "Warmup" and isinstance(kwargs.get("schedule"), dict):
+            kwargs["schedule"] = schedules.deserialize(kwargs["schedule"])
         schedule = schedules.SCHEDULES[args.name](**kwargs)
     except (TypeError, ValueError) as exc:
         parser.error(f"{args.name}: {exc}")

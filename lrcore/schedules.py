@@ -18,6 +18,7 @@ included.
 """
 import math
 import numbers
+import reprlib
 
 import numpy as np
 
@@ -67,6 +68,7 @@ class LearningRateSchedule:
 
     @classmethod
     def from_config(cls, config):
+        _check_config(cls, config)
         return cls(**config)
 
     def __repr__(self):
@@ -78,6 +80,17 @@ class LearningRateSchedule:
 
     def __hash__(self):
         return hash((type(self).__name__, repr(self)))
+
+
+def _check_config(cls, config):
+    """A config (as from a checkpoint) is a dict of cls's constructor arguments only."""
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of {cls.__name__}'s arguments, got "
+                         f"{_short_repr(config)}")
+    unknown = [k for k in config if k not in cls._arguments]
+    if unknown:
+        raise ValueError(f"config must only hold {cls.__name__}'s arguments "
+                         f"{list(cls._arguments)}, got unknown keys {_short_repr(unknown)}")
 
 
 def _as_steps(step):
@@ -103,12 +116,149 @@ def _rate(value, name):
     return _validate.real(value, name)
 
 
-def _steps(value, name):
-    """A positive step count (decay_steps ...): kept an int when given one."""
-    number = _validate.real(value, name, low=-math.inf)
-    if number <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+def _steps(value, name, low=0.0):
+    """A step count (decay_steps ...): finite and > 0 (>= low when low > 0), kept an int when
+    given one; an int too large for a float is a ValueError like any non-finite count."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:                   # e.g. 10**400
+        number, value = math.inf, "an int too large for a float"
+    if not (math.isfinite(number) and (number >= low if low else number > 0)):
+        shown = value if isinstance(value, str) else repr(value)
+        raise ValueError(f"{name} must be a finite number {f'>= {low:g}' if low else '> 0'}, "
+                         f"got {shown}")
     return int(value) if isinstance(value, numbers.Integral) else number
+
+
+# ---- Exact arithmetic of the step-indexed schedules: src/schedules.h's lrc_* helpers, operation
+# for operation on float64 arrays (Dekker's product instead of fma: both give the exact
+# product), so both backends find the same restart index and cycle. A dd is a pair (hi, lo).
+
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _quick_two_sum(a, b):       # |a| >= |b|
+    s = a + b
+    return s, b - (s - a)
+
+
+def _split(a):
+    c = 134217729.0 * a         # 2**27 + 1: Veltkamp's split into two 26-bit halves
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _two_prod(a, b):
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _dd_add(a, b):
+    s = _two_sum(a[0], b[0])
+    t = _two_sum(a[1], b[1])
+    s = _quick_two_sum(s[0], s[1] + t[0])
+    return _quick_two_sum(s[0], s[1] + t[1])
+
+
+def _dd_mul(a, b):
+    p = _two_prod(a[0], b[0])
+    return _quick_two_sum(p[0], p[1] + (a[0] * b[1] + a[1] * b[0]) + a[1] * b[1])
+
+
+def _dd_from_int(s):
+    """An int64 array >= 0 as an exact dd: top 31 and bottom 32 bits are exact doubles."""
+    return _two_sum((s >> 32).astype(np.float64) * 2.0**32, (s & 0xFFFFFFFF).astype(np.float64))
+
+
+def _dd_where(mask, a, b):
+    return np.where(mask, a[0], b[0]), np.where(mask, a[1], b[1])
+
+
+_DD_BIG = 2.0**200              # past any step: sums/powers beyond it saturate here
+_MAX_RESTART = 2**53            # construction keeps every restart index below 2**51
+
+
+def _geometric(t, i):
+    """(G_i, t^i) as dds, G_i = 1 + t + ... + t^(i−1), by binary powering (lrc_geometric)."""
+    zero = np.zeros(i.shape)
+    g, p = (zero, zero), (zero + 1.0, zero)
+    for bit in range(int(i.max(initial=0)).bit_length() - 1, -1, -1):
+        g = _dd_mul(g, _dd_add(p, (1.0, 0.0)))
+        p = _dd_mul(p, p)
+        odd = ((i >> bit) & 1).astype(bool)
+        g = _dd_where(odd, _dd_add(g, p), g)
+        p = _dd_where(odd, _dd_mul(p, (t, 0.0)), p)
+        g = _dd_where(g[0] < _DD_BIG, g, (_DD_BIG, 0.0))
+        p = _dd_where(p[0] < _DD_BIG, p, (_DD_BIG, 0.0))
+    return g, p
+
+
+def _restart_gap(first, t, i, s):
+    """(s − F·G_i as a dd, t^i as a dd): lrc_restart_gap."""
+    G, T = _geometric(t, i)
+    p = _two_prod(first, G[0])
+    p = _quick_two_sum(p[0], p[1] + first * G[1])
+    s_dd = _dd_from_int(s)
+    gap = _dd_add(s_dd, (-p[0], -p[1]))
+    gap = _dd_where(first * G[0] > 2.0**64, (-1.0, 0.0), gap)
+    return _dd_where(i == 0, s_dd, gap), T
+
+
+def _divmod(D, s):
+    """(q, num, den, comp) with q = ⌊s/D⌋ (D >= 1, int64 array s) and s − D·q = D·num/den
+    exactly, comp = den − num: lrc_divmod's long division by D = n·2^k."""
+    if D >= 2.0**63:
+        comp = (D - 2.0**63) + (np.uint64(2**63) - s.astype(np.uint64)).astype(np.float64)
+        return np.zeros_like(s), s.astype(np.float64), D, comp
+    m, e = math.frexp(D)
+    n, k = int(math.ldexp(m, 53)), e - 53
+    while k < 0 and not n & 1:
+        n, k = n >> 1, k + 1
+    if k > 0:
+        n, k = n << k, 0
+    q, r = s // n, s % n
+    for shift in range(-k, 0, -8):
+        c = min(shift, 8)
+        r = r << c
+        q = (q << c) + r // n
+        r = r % n
+    return q, r.astype(np.float64), float(n), (n - r).astype(np.float64)
+
+
+def _restart(first, t, s):
+    """(restart index, f) at int64 steps s: lrc_restart, the same probes then bisection."""
+    if t == 1.0:
+        q, num, den, _ = _divmod(first, s)
+        return q.astype(np.float64), num / den
+    with np.errstate(all="ignore"):     # saturated / overflowing candidates are masked
+        x = s.astype(np.float64) * (t - 1.0) / first   # t^i ≈ 1 + x; overflow: through logs
+        log_x = np.where(np.isinf(x), np.log(s.astype(np.float64)) + math.log(t - 1.0)
+                         - math.log(first), np.log1p(x))
+        guess = np.floor(log_x / math.log1p(t - 1.0))
+        probe = np.where(guess >= 1.0, np.minimum(guess, _MAX_RESTART - 1.0), 1.0).astype(np.int64)
+        lo, hi = np.zeros_like(s), np.full_like(s, _MAX_RESTART)
+        gap_lo, T_lo = _dd_from_int(s), (np.ones(s.shape), np.zeros(s.shape))
+        for k in range(8 + 64):
+            active = np.flatnonzero(hi - lo > 1)
+            if not active.size:
+                break
+            if k >= 8:
+                probe[active] = lo[active] + (hi[active] - lo[active]) // 2
+            gap, T = _restart_gap(first, t, probe[active], s[active])
+            started = gap[0] >= 0.0
+            now_lo, now_hi = active[started], active[~started]
+            lo[now_lo], hi[now_hi] = probe[now_lo], probe[now_hi]
+            for held, new in ((gap_lo, gap), (T_lo, T)):
+                held[0][now_lo], held[1][now_lo] = new[0][started], new[1][started]
+            probe[active] = np.where(started, lo[active] + 1, hi[active] - 1)
+        return lo.astype(np.float64), (gap_lo[0] + gap_lo[1]) / (first * T_lo[0])
 
 
 class Constant(LearningRateSchedule):
@@ -137,8 +287,7 @@ class PiecewiseConstant(LearningRateSchedule):
             raise TypeError(f"boundaries must be a list of steps, got {type(boundaries).__name__}")
         if not isinstance(values, (list, tuple, np.ndarray)):
             raise TypeError(f"values must be a list of rates, got {type(values).__name__}")
-        boundaries = [_validate.real(b, f"boundaries[{i}]", low=-math.inf)
-                      for i, b in enumerate(boundaries)]
+        boundaries = [_boundary(b, f"boundaries[{i}]") for i, b in enumerate(boundaries)]
         if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
             raise ValueError(f"boundaries must be strictly increasing, got {boundaries}")
         if len(values) != len(boundaries) + 1:
@@ -154,6 +303,19 @@ class PiecewiseConstant(LearningRateSchedule):
         # index = how many boundaries lie strictly below s
         index = np.searchsorted(np.asarray(self.boundaries, dtype=np.float64), s, side="left")
         return np.asarray(self.values, dtype=np.float64)[index]
+
+
+def _boundary(value, name):
+    """A finite step boundary (any sign) as a float; an int too large for one is a ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number, value = math.inf, "an int too large for a float"
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value if isinstance(value, str) else repr(value)}")
+    return number
 
 
 class _Decay(LearningRateSchedule):
@@ -173,7 +335,7 @@ class _Decay(LearningRateSchedule):
                     rate=self.decay_rate, staircase=self.staircase)
 
     def _progress(self, s):
-        p = s / self.decay_steps
+        p = s / float(self.decay_steps)
         return np.floor(p) if self.staircase else p
 
 
@@ -201,31 +363,34 @@ class InverseTimeDecay(_Decay):
 class PolynomialDecay(LearningRateSchedule):
     """lr(s) = (initial − end) · (1 − s'/D)^power + end, with D = decay_steps and
     s' = min(s, D) without cycle; with cycle s' = s and D = decay_steps · max(1, ⌈s /
-    decay_steps⌉), so the rate climbs back at each multiple (and is the initial rate at 0)."""
+    decay_steps⌉), so the rate climbs back at each multiple (and is the initial rate at 0).
+    The ceiling is of the exact quotient of s and the double decay_steps, and 1 − s/D is
+    evaluated as (D − s)/D without cancellation; cycle needs decay_steps >= 1."""
 
     _arguments = ("initial_learning_rate", "decay_steps", "end_learning_rate", "power", "cycle")
 
     def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=1e-4, power=1.0,
                  cycle=False):
         self.initial_learning_rate = _rate(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = _steps(decay_steps, "decay_steps")
+        self.cycle = _validate.flag(cycle, "cycle")
+        # with cycle, ⌈s/decay_steps⌉ must fit the int64 of the exact division
+        self.decay_steps = _steps(decay_steps, "decay_steps", low=1.0 if self.cycle else 0.0)
         self.end_learning_rate = _rate(end_learning_rate, "end_learning_rate")
         self.power = _validate.real(power, "power")
-        self.cycle = _validate.flag(cycle, "cycle")
 
     def _fields(self):
         return dict(initial=self.initial_learning_rate, steps=self.decay_steps,
                     end=self.end_learning_rate, power=self.power, cycle=self.cycle)
 
     def _reference(self, s):
-        if self.cycle:
-            span = self.decay_steps * np.maximum(1.0, np.ceil(s / self.decay_steps))
-            clipped = s.astype(np.float64)
+        D = float(self.decay_steps)
+        if self.cycle:      # D·c − s = D·comp/den when s is not a multiple (num > 0)
+            q, num, den, comp = _divmod(D, s)
+            base = np.where(s == 0, 1.0, np.where(num == 0.0, 0.0, comp / (den * (q + 1).astype(np.float64))))
         else:
-            span = self.decay_steps
-            clipped = np.minimum(s, self.decay_steps).astype(np.float64)
+            base = 1.0 - np.minimum(s, D) / D
         return ((self.initial_learning_rate - self.end_learning_rate)
-                * np.power(1.0 - clipped / span, self.power) + self.end_learning_rate)
+                * np.power(base, self.power) + self.end_learning_rate)
 
 
 class CosineDecay(LearningRateSchedule):
@@ -242,50 +407,53 @@ class CosineDecay(LearningRateSchedule):
         return dict(initial=self.initial_learning_rate, steps=self.decay_steps, alpha=self.alpha)
 
     def _reference(self, s):
-        done = np.minimum(s, self.decay_steps) / self.decay_steps
+        D = float(self.decay_steps)
+        done = np.minimum(s, D) / D
         cosine = 0.5 * (1.0 + np.cos(math.pi * done))
         return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
 
 
 class CosineDecayRestarts(LearningRateSchedule):
-    """SGDR, as TensorFlow's cosine_decay_restarts. With F = first_decay_steps, restart i
-    starts at F·(t_mul^i − 1)/(t_mul − 1) (F·i when t_mul = 1) and lasts F·t_mul^i steps; i is
-    the largest with start ≤ s, found exactly (not through a rounded log); f = (s − start)/length:
-        lr(s) = initial · ((1 − α) · m_mul^i · ½(1 + cos πf) + α)."""
+    """SGDR, as TensorFlow's cosine_decay_restarts. With F = first_decay_steps and t = t_mul,
+    restart i starts at F·G_i, G_i = (t^i − 1)/(t − 1) = 1 + t + ... + t^(i−1) (F·i when
+    t = 1), and lasts F·t^i steps; f = (s − F·G_i)/(F·t^i):
+        lr(s) = initial · ((1 − α) · m_mul^i · ½(1 + cos πf) + α).
+    i is the largest integer with F·G_i <= s for the given doubles F and t, found exactly:
+    t = 1 by exact integer division; otherwise G_i is summed in double-double arithmetic
+    (positive terms, no cancellation, relative error below 2^-96) and compared with s, ties
+    (F·G_i = s) exactly (src/schedules.h, lrc_restart). The arguments must keep that bounded:
+    first_decay_steps >= 1 and, when t_mul > 1, fewer than 2**51 restarts before step 2**63."""
 
     _arguments = ("initial_learning_rate", "first_decay_steps", "t_mul", "m_mul", "alpha")
 
     def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0):
         self.initial_learning_rate = _rate(initial_learning_rate, "initial_learning_rate")
-        self.first_decay_steps = _steps(first_decay_steps, "first_decay_steps")
+        # >= 1: with t_mul = 1 the index ⌊s/F⌋ must fit int64, and ties stay exact in dd
+        self.first_decay_steps = _steps(first_decay_steps, "first_decay_steps", low=1.0)
         self.t_mul = _validate.real(t_mul, "t_mul", low=1.0)
         self.m_mul = _validate.real(m_mul, "m_mul")
         self.alpha = _validate.real(alpha, "alpha")
+        if self.t_mul > 1.0 and _last_restart(float(self.first_decay_steps), self.t_mul) > 2**51:
+            raise ValueError(f"t_mul must be 1.0 or far enough from 1 that fewer than 2**51 "
+                             f"restarts start before step 2**63 (first_decay_steps="
+                             f"{self.first_decay_steps!r}), got {self.t_mul!r}")
 
     def _fields(self):
         return dict(initial=self.initial_learning_rate, steps=self.first_decay_steps,
                     t_mul=self.t_mul, m_mul=self.m_mul, alpha=self.alpha)
 
-    def _start(self, i):
-        if self.t_mul == 1.0:
-            return self.first_decay_steps * i
-        return self.first_decay_steps * (np.power(self.t_mul, i) - 1.0) / (self.t_mul - 1.0)
-
     def _reference(self, s):
-        s = s.astype(np.float64)
-        if self.t_mul == 1.0:
-            i = np.floor(s / self.first_decay_steps)
-        else:
-            # a guess from the log, then settled on the exact inequality start(i) <= s
-            i = np.floor(np.log1p(s / self.first_decay_steps * (self.t_mul - 1.0))
-                         / math.log(self.t_mul))
-            while (over := (i > 0) & (self._start(i) > s)).any():
-                i = np.where(over, i - 1.0, i)
-            while (under := self._start(i + 1.0) <= s).any():
-                i = np.where(under, i + 1.0, i)
-        done = (s - self._start(i)) / (self.first_decay_steps * np.power(self.t_mul, i))
+        i, done = _restart(float(self.first_decay_steps), self.t_mul, s)
         cosine = np.power(self.m_mul, i) * 0.5 * (1.0 + np.cos(math.pi * done))
         return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
+
+
+def _last_restart(first, t):
+    """About the restart index at step 2**63 (t > 1): log(1 + 2^63·(t − 1)/F) / log(t),
+    through logs so that no intermediate overflows."""
+    log_x = 63 * math.log(2.0) + math.log(t - 1.0) - math.log(first)
+    log1p_x = log_x if log_x > 40 else math.log1p(math.exp(log_x))
+    return log1p_x / math.log1p(t - 1.0)
 
 
 class LinearCosineDecay(LearningRateSchedule):
@@ -306,11 +474,12 @@ class LinearCosineDecay(LearningRateSchedule):
                     num_periods=self.num_periods, alpha=self.alpha, beta=self.beta)
 
     def _linear(self, s, clipped):
-        return (self.decay_steps - clipped) / self.decay_steps
+        return (float(self.decay_steps) - clipped) / float(self.decay_steps)
 
     def _reference(self, s):
-        clipped = np.minimum(s, self.decay_steps).astype(np.float64)
-        cosine = 0.5 * (1.0 + np.cos(2.0 * math.pi * self.num_periods * clipped / self.decay_steps))
+        clipped = np.minimum(s, float(self.decay_steps))
+        cosine = 0.5 * (1.0 + np.cos(2.0 * math.pi * self.num_periods * clipped
+                                     / float(self.decay_steps)))
         return self.initial_learning_rate * ((self.alpha + self._linear(s, clipped)) * cosine
                                              + self.beta)
 
@@ -336,7 +505,8 @@ class NoisyLinearCosineDecay(LinearCosineDecay):
         self.variance_decay = _validate.real(variance_decay, "variance_decay")
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) \
                 or not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+            raise ValueError(f"seed must be an int in [0, 2**64), got "
+                             f"{_short_repr(seed) if isinstance(seed, numbers.Integral) else repr(seed)}")
         self.seed = int(seed)
 
     def _fields(self):
@@ -367,13 +537,17 @@ def normal_noise(seed, steps):
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
 
 
+MAX_WARMUP_NESTING = 32
+
+
 class Warmup(LearningRateSchedule):
     """A warmup of W = warmup_steps before `schedule` (Keras 3 convention: the wrapped
     schedule starts after the warmup):
         s < W:  "linear": initial_learning_rate + (schedule(0) − initial_learning_rate) · s/W;
                 "constant": initial_learning_rate
         s ≥ W:  schedule(s − W)
-    `schedule` is any lrcore schedule or a number (a constant rate)."""
+    `schedule` is any lrcore schedule or a number (a constant rate). Warmups nest at most
+    MAX_WARMUP_NESTING = 32 deep: the C evaluation, repr and serialization recurse."""
 
     _arguments = ("schedule", "warmup_steps", "initial_learning_rate", "mode")
 
@@ -384,8 +558,13 @@ class Warmup(LearningRateSchedule):
             raise TypeError(f"schedule must be an lrcore schedule or a number, "
                             f"got {type(schedule).__name__}")
         if isinstance(warmup_steps, (bool, np.bool_)) or not isinstance(warmup_steps, numbers.Integral) \
-                or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+                or not 0 <= warmup_steps < 2**63:
+            shown = "an int >= 2**63" if isinstance(warmup_steps, numbers.Integral) \
+                and warmup_steps >= 2**63 else repr(warmup_steps)
+            raise ValueError(f"warmup_steps must be an int >= 0 and < 2**63, got {shown}")
+        if _warmup_depth(schedule) >= MAX_WARMUP_NESTING:
+            raise ValueError(f"schedule must not nest Warmups more than {MAX_WARMUP_NESTING} "
+                             f"deep, got {MAX_WARMUP_NESTING} nested Warmups inside this one")
         if mode not in ("linear", "constant"):
             raise ValueError(f"mode must be 'linear' or 'constant', got {mode!r}")
         self.schedule = schedule
@@ -394,13 +573,15 @@ class Warmup(LearningRateSchedule):
         self.mode = mode
 
     def _fields(self):
-        return dict(inner=self.schedule._compiled(), steps=self.warmup_steps,
+        return dict(inner=self.schedule._compiled(), warmup_steps=self.warmup_steps,
                     initial=self.initial_learning_rate, linear=self.mode == "linear")
 
     def _reference(self, s):
-        after = self.schedule._reference(np.maximum(s - self.warmup_steps, 0))
+        # one inner evaluation per level (steps after the warmup, then step 0): two would
+        # cost 2^depth through nested Warmups
+        inner = self.schedule._reference(np.append(np.maximum(s - self.warmup_steps, 0), 0))
+        after, target = inner[:-1], inner[-1]
         if self.mode == "linear":
-            target = self.schedule._reference(np.zeros(1, dtype=np.int64))[0]
             ramp = self.initial_learning_rate + (target - self.initial_learning_rate) * (
                 s / max(self.warmup_steps, 1))
         else:
@@ -414,11 +595,31 @@ class Warmup(LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config):
+        _check_config(cls, config)
+        if "schedule" not in config:
+            raise ValueError(f"config must hold a 'schedule' entry, got {_short_repr(config)}")
         return cls(**dict(config, schedule=deserialize(config["schedule"])))
 
     def __repr__(self):
         return (f"Warmup(schedule={self.schedule!r}, warmup_steps={self.warmup_steps!r}, "
                 f"initial_learning_rate={self.initial_learning_rate!r}, mode={self.mode!r})")
+
+
+def _warmup_depth(schedule):
+    """How many Warmups are nested in `schedule` (0 for any other schedule), iteratively."""
+    depth = 0
+    while isinstance(schedule, Warmup):
+        depth, schedule = depth + 1, schedule.schedule
+    return depth
+
+
+def _short_repr(obj):
+    """repr bounded in length and depth: a hostile config's repr must not recurse deeply."""
+    return _REPR.repr(obj)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 200, 200
 
 
 SCHEDULES = {cls.__name__: cls for cls in (
@@ -435,9 +636,22 @@ def serialize(schedule):
 
 
 def deserialize(config):
-    """The schedule serialize() described."""
-    if not (isinstance(config, dict) and config.get("class_name") in SCHEDULES
-            and isinstance(config.get("config"), dict)):
+    """The schedule serialize() described. A config (e.g. from a hostile checkpoint) nesting
+    Warmups deeper than MAX_WARMUP_NESTING is a ValueError before any recursion."""
+    inner, depth = config, 0
+    while _is_config(inner) and inner["class_name"] == "Warmup":
+        depth += 1
+        if depth > MAX_WARMUP_NESTING:
+            raise ValueError(f"config must not nest Warmups more than {MAX_WARMUP_NESTING} "
+                             f"deep")
+        inner = inner["config"].get("schedule")
+    if not _is_config(config):
         raise ValueError(f"config must be {{'class_name': one of {sorted(SCHEDULES)}, "
-                         f"'config': {{...}}}}, got {config!r}")
+                         f"'config': {{...}}}}, got {_short_repr(config)}")
     return SCHEDULES[config["class_name"]].from_config(config["config"])
+
+
+def _is_config(config):
+    return (isinstance(config, dict) and isinstance(config.get("class_name"), str)
+            and config["class_name"] in SCHEDULES
+            and isinstance(config.get("config"), dict))

@@ -74,7 +74,8 @@ cdef class CompiledSchedule:
     cdef lrc_schedule s
     cdef object _keep          # the arrays and the inner schedule that s points into
 
-    def __init__(self, str kind, *, double initial=0, double steps=0, double rate=0,
+    def __init__(self, str kind, *, double initial=0, double steps=0, int64_t warmup_steps=0,
+                 double rate=0,
                  double end=0, double power=0, double alpha=0, double beta=0,
                  double num_periods=0, double t_mul=0, double m_mul=0,
                  double initial_variance=0, double variance_decay=0, bint staircase=False,
@@ -83,6 +84,7 @@ cdef class CompiledSchedule:
         cdef cnp.ndarray b, v
         self.s.kind = <lrc_schedule_kind><int>SCHEDULE_KINDS.index(kind)
         self.s.initial, self.s.steps, self.s.rate, self.s.end = initial, steps, rate, end
+        self.s.warmup_steps = warmup_steps
         self.s.power, self.s.alpha, self.s.beta = power, alpha, beta
         self.s.num_periods, self.s.t_mul, self.s.m_mul = num_periods, t_mul, m_mul
         self.s.initial_variance, self.s.variance_decay = initial_variance, variance_decay

@@ -21,7 +21,8 @@ typedef enum {
 typedef struct lrc_schedule {
     lrc_schedule_kind kind;
     double initial;          /* initial_learning_rate (Constant: learning_rate) */
-    double steps;            /* decay_steps / first_decay_steps / warmup_steps */
+    double steps;            /* decay_steps / first_decay_steps */
+    int64_t warmup_steps;    /* warmup */
     double rate;             /* decay_rate */
     double end;              /* end_learning_rate */
     double power;
@@ -61,10 +62,149 @@ static inline double lrc_normal(uint64_t seed, int64_t step)
     return sqrt(-2.0 * log(u1)) * cos(2.0 * LRC_PI * u2);
 }
 
-/* Start of SGDR restart i: F·(t_mul^i − 1)/(t_mul − 1), or F·i when t_mul = 1. */
-static inline double lrc_restart_start(double first, double t_mul, double i)
+/* ---- Exact arithmetic for the step-indexed schedules -------------------------------------
+ * Double-double (dd) values hi + lo with error-free transformations: two_sum, two_prod (fma).
+ * lrcore/schedules.py mirrors every function below operation by operation (Dekker's product
+ * in place of fma: both give the exact product), so both backends find the same indices. */
+typedef struct { double hi, lo; } lrc_dd;
+
+static inline lrc_dd lrc_two_sum(double a, double b)
 {
-    return t_mul == 1.0 ? first * i : first * (pow(t_mul, i) - 1.0) / (t_mul - 1.0);
+    const double s = a + b, bb = s - a;
+    return (lrc_dd){s, (a - (s - bb)) + (b - bb)};
+}
+
+static inline lrc_dd lrc_quick_two_sum(double a, double b)   /* |a| >= |b| */
+{
+    const double s = a + b;
+    return (lrc_dd){s, b - (s - a)};
+}
+
+static inline lrc_dd lrc_two_prod(double a, double b)
+{
+    const double p = a * b;
+    return (lrc_dd){p, fma(a, b, -p)};
+}
+
+static inline lrc_dd lrc_dd_add(lrc_dd a, lrc_dd b)
+{
+    lrc_dd s = lrc_two_sum(a.hi, b.hi);
+    const lrc_dd t = lrc_two_sum(a.lo, b.lo);
+    s = lrc_quick_two_sum(s.hi, s.lo + t.hi);
+    return lrc_quick_two_sum(s.hi, s.lo + t.lo);
+}
+
+static inline lrc_dd lrc_dd_mul(lrc_dd a, lrc_dd b)
+{
+    const lrc_dd p = lrc_two_prod(a.hi, b.hi);
+    return lrc_quick_two_sum(p.hi, p.lo + (a.hi * b.lo + a.lo * b.hi) + a.lo * b.lo);
+}
+
+/* An int64 >= 0 as an exact dd: its top 31 bits and bottom 32 bits are each exact doubles. */
+static inline lrc_dd lrc_dd_from_int(int64_t s)
+{
+    return lrc_two_sum((double)(s >> 32) * 0x1p32, (double)(s & 0xFFFFFFFF));
+}
+
+#define LRC_DD_BIG 0x1p200      /* past any step: sums/powers beyond it saturate here */
+#define LRC_MAX_RESTART 0x1p53  /* construction keeps every restart index below 2**51 */
+
+/* G_i = 1 + t + ... + t^(i−1) (and T = t^i) for 0 <= i <= 2**53, by binary powering over the
+ * bits of i: G_2k = G_k·(1 + t^k), G_k+1 = G_k + t^k. Every term is positive, so nothing
+ * cancels: each dd operation has relative error O(2^-104). When G_i·F is an integer step (a
+ * tie) every quantity G_i's evaluation uses is a dyadic of at most ~96 significant bits
+ * (first_decay_steps >= 1), which dd holds exactly, so ties come out exact. Values past 2**200
+ * saturate there (they only ever mean "beyond every step"). */
+static inline void lrc_geometric(double t, int64_t i, lrc_dd *G, lrc_dd *T)
+{
+    lrc_dd g = {0.0, 0.0}, p = {1.0, 0.0};
+    int top = 0;                /* leading zero bits would leave g = 0, p = 1 unchanged */
+    while (top < 62 && (i >> (top + 1))) top++;
+    for (int bit = top; bit >= 0; bit--) {
+        g = lrc_dd_mul(g, lrc_dd_add(p, (lrc_dd){1.0, 0.0}));
+        p = lrc_dd_mul(p, p);
+        if ((i >> bit) & 1) {
+            g = lrc_dd_add(g, p);
+            p = lrc_dd_mul(p, (lrc_dd){t, 0.0});
+        }
+        if (!(g.hi < LRC_DD_BIG)) g = (lrc_dd){LRC_DD_BIG, 0.0};
+        if (!(p.hi < LRC_DD_BIG)) p = (lrc_dd){LRC_DD_BIG, 0.0};
+    }
+    *G = g;
+    *T = p;
+}
+
+/* s − F·G_i as a dd (its sign decides whether restart i has started at step s); T = t^i. */
+static inline lrc_dd lrc_restart_gap(double first, double t, int64_t i, int64_t s, lrc_dd *T)
+{
+    lrc_dd G;
+    lrc_geometric(t, i, &G, T);
+    if (i == 0) return lrc_dd_from_int(s);
+    if (first * G.hi > 0x1p64) return (lrc_dd){-1.0, 0.0};   /* far past any step */
+    lrc_dd p = lrc_two_prod(first, G.hi);
+    p = lrc_quick_two_sum(p.hi, p.lo + first * G.lo);
+    return lrc_dd_add(lrc_dd_from_int(s), (lrc_dd){-p.hi, -p.lo});
+}
+
+/* q = ⌊s/D⌋ for D >= 1 (so q <= s fits int64), and the remainder s − D·q = D·num/den exactly,
+ * with comp = den − num (computed without cancellation). D = n·2^k with n < 2^53: for k < 0,
+ * s·2^-k = q·n + r by long division in 8-bit chunks (r·2^8 < 2^61), num/den = r/n. */
+static inline int64_t lrc_divmod(double D, int64_t s, double *num, double *den, double *comp)
+{
+    if (D >= 0x1p63) {                  /* q = 0; D − s = (D − 2^63) + (2^63 − s), both exact */
+        *num = (double)s;
+        *den = D;
+        *comp = (D - 0x1p63) + (double)((UINT64_C(1) << 63) - (uint64_t)s);
+        return 0;
+    }
+    int e;
+    const double m = frexp(D, &e);
+    int64_t n = (int64_t)ldexp(m, 53);
+    int k = e - 53;
+    while (k < 0 && !(n & 1)) { n >>= 1; k++; }
+    if (k > 0) { n <<= k; k = 0; }      /* an integer below 2^63 */
+    int64_t q = s / n, r = s % n;
+    for (int shift = -k; shift > 0; shift -= 8) {
+        const int c = shift < 8 ? shift : 8;
+        r <<= c;
+        q = (q << c) + r / n;
+        r %= n;
+    }
+    *num = (double)r;
+    *den = (double)n;
+    *comp = (double)(n - r);
+    return q;
+}
+
+/* SGDR at step s: restart i is the largest integer with F·G_i <= s (F·(t^i − 1)/(t − 1) as a
+ * sum, F = first_decay_steps, t = t_mul; i = ⌊s/F⌋ exactly when t = 1); f = (s − F·G_i)/(F·t^i),
+ * computed from the dd gap, so nothing cancels. Returns f, sets *index. The search starts at the
+ * log's guess and probes its neighbours; after 8 probes it bisects [0, 2^53): bounded time. */
+static inline double lrc_restart(double first, double t, int64_t s, double *index)
+{
+    if (t == 1.0) {
+        double num, den, comp;
+        *index = (double)lrc_divmod(first, s, &num, &den, &comp);
+        return num / den;
+    }
+    const double x = (double)s * (t - 1.0) / first;   /* t^i ≈ 1 + x; overflow: through logs */
+    const double log_x = isinf(x) ? log((double)s) + log(t - 1.0) - log(first) : log1p(x);
+    const double guess = floor(log_x / log1p(t - 1.0));
+    int64_t lo = 0, hi = (int64_t)LRC_MAX_RESTART;  /* gap(lo) >= 0 > gap(hi) */
+    int64_t probe = !(guess >= 1.0) ? 1 : guess >= LRC_MAX_RESTART - 1.0
+        ? (int64_t)LRC_MAX_RESTART - 1 : (int64_t)guess;
+    lrc_dd T, T_lo = {1.0, 0.0}, gap_lo = lrc_dd_from_int(s);
+    for (int k = 0; hi - lo > 1; k++) {
+        if (k >= 8) probe = lo + (hi - lo) / 2;
+        const lrc_dd gap = lrc_restart_gap(first, t, probe, s, &T);
+        const int started = gap.hi >= 0.0;
+        if (started) { lo = probe; gap_lo = gap; T_lo = T; } else hi = probe;
+        probe = started ? lo + 1 : hi - 1;
+    }
+    const lrc_dd gap = gap_lo;
+    T = T_lo;
+    *index = (double)lo;
+    return (gap.hi + gap.lo) / (first * T.hi);
 }
 
 /* p = step / decay_steps, floored when staircase. */
@@ -97,31 +237,26 @@ static double lrc_schedule_value(const lrc_schedule *s, int64_t step_count)
     case LRC_INVERSE_TIME_DECAY:
         return s->initial / (1.0 + s->rate * lrc_progress(s, step));
     case LRC_POLYNOMIAL_DECAY: {
-        double clipped = step, span = s->steps;
-        if (s->cycle)
-            span = s->steps * fmax(1.0, ceil(step / s->steps));
-        else
-            clipped = fmin(step, s->steps);
-        return (s->initial - s->end) * pow(1.0 - clipped / span, s->power) + s->end;
+        double base;            /* 1 − s'/D' */
+        if (s->cycle) {
+            /* D' = D·c, c = max(1, ⌈s/D⌉) of the exact quotient: base = (D·c − s)/(D·c) */
+            double num, den, comp;
+            const int64_t q = lrc_divmod(s->steps, step_count, &num, &den, &comp);
+            if (step_count == 0) base = 1.0;
+            else if (num == 0.0) base = 0.0;
+            else base = comp / (den * (double)(q + 1));
+        } else {
+            base = 1.0 - fmin(step, s->steps) / s->steps;
+        }
+        return (s->initial - s->end) * pow(base, s->power) + s->end;
     }
     case LRC_COSINE_DECAY: {
         const double done = fmin(step, s->steps) / s->steps;
         return s->initial * ((1.0 - s->alpha) * 0.5 * (1.0 + cos(LRC_PI * done)) + s->alpha);
     }
     case LRC_COSINE_DECAY_RESTARTS: {
-        /* restart i: the largest integer with start(i) <= step. The log gives a guess that
-         * rounding can put one off near a restart; the loops settle it on the exact
-         * inequality. */
         double i;
-        if (s->t_mul == 1.0) {
-            i = floor(step / s->steps);
-        } else {
-            i = floor(log1p(step / s->steps * (s->t_mul - 1.0)) / log(s->t_mul));
-            while (i > 0 && lrc_restart_start(s->steps, s->t_mul, i) > step) i -= 1.0;
-            while (lrc_restart_start(s->steps, s->t_mul, i + 1.0) <= step) i += 1.0;
-        }
-        const double length = s->steps * pow(s->t_mul, i);
-        const double done = (step - lrc_restart_start(s->steps, s->t_mul, i)) / length;
+        const double done = lrc_restart(s->steps, s->t_mul, step_count, &i);
         const double cosine = pow(s->m_mul, i) * 0.5 * (1.0 + cos(LRC_PI * done));
         return s->initial * ((1.0 - s->alpha) * cosine + s->alpha);
     }
@@ -136,13 +271,13 @@ static double lrc_schedule_value(const lrc_schedule *s, int64_t step_count)
         const double cosine = 0.5 * (1.0 + cos(2.0 * LRC_PI * s->num_periods * clipped / s->steps));
         return s->initial * ((s->alpha + linear) * cosine + s->beta);
     }
-    case LRC_WARMUP:
-        if (step < s->steps) {
+    case LRC_WARMUP:            /* nesting is bounded at construction (32 levels) */
+        if (step_count < s->warmup_steps) {
             if (!s->linear) return s->initial;
             const double target = lrc_schedule_value(s->inner, 0);
-            return s->initial + (target - s->initial) * (step / s->steps);
+            return s->initial + (target - s->initial) * (step / (double)s->warmup_steps);
         }
-        return lrc_schedule_value(s->inner, step_count - (int64_t)s->steps);
+        return lrc_schedule_value(s->inner, step_count - s->warmup_steps);
     }
     return NAN;
 }

@@ -19,6 +19,7 @@ cdef extern from "schedules.h" nogil:
         lrc_schedule_kind kind
         double initial
         double steps
+        int64_t warmup_steps
         double rate
         double end
         double power

@@ -101,3 +101,26 @@ def test_the_console_script_is_installed():
     assert out.returncode == 0
     for command in ("demo", "schedule", "bench", "info"):
         assert command in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["schedule", "ExponentialDecay", "initial_learning_rate=0.1", f"decay_steps={10**400}",
+      "decay_rate=0.5"], "ExponentialDecay: decay_steps must be a finite number > 0, got an int "
+                         "too large for a float"),
+    (["schedule", "Warmup", "schedule=0.1", f"warmup_steps={10**400}"],
+     "Warmup: warmup_steps must be an int >= 0 and < 2**63"),
+    (["schedule", "Warmup", "schedule={'class_name': 'Nope'}", "warmup_steps=2"],
+     "Warmup: config must be {'class_name': one of"),
+    (["schedule", "Warmup", "schedule={'class_name': 'CosineDecay', 'config': {'lr': 1}}",
+      "warmup_steps=2"], "Warmup: config must only hold CosineDecay's arguments"),
+    (["schedule", "Warmup", "schedule={'class_name': 'CosineDecay', 'config': "
+      "{'initial_learning_rate': 1.0, 'decay_steps': 0}}", "warmup_steps=2"],
+     "Warmup: decay_steps must be a finite number > 0, got 0"),
+    (["schedule", "Warmup", "schedule={'class_name': 'Warmup', 'config': {}}", "warmup_steps=2"],
+     "Warmup: config must hold a 'schedule' entry"),
+])
+def test_schedule_huge_ints_and_bad_inner_configs_are_usage_errors(args, message):
+    out = run_cli(*args)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "usage: lrcore schedule" in out.stderr
+    assert message in out.stderr.splitlines()[-1]

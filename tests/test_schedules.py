@@ -235,9 +235,9 @@ BAD_ARGUMENTS = [
                                     initial_variance=-1), ValueError,
      r"initial_variance must be a finite number >= 0"),
     (S.Warmup, dict(schedule=0.1, warmup_steps=-1), ValueError,
-     r"warmup_steps must be an int >= 0, got -1"),
+     r"warmup_steps must be an int >= 0 and < 2\*\*63, got -1"),
     (S.Warmup, dict(schedule=0.1, warmup_steps=2.5), ValueError,
-     r"warmup_steps must be an int >= 0, got 2.5"),
+     r"warmup_steps must be an int >= 0 and < 2\*\*63, got 2.5"),
     (S.Warmup, dict(schedule=0.1, warmup_steps=3, mode="cosine"), ValueError,
      r"mode must be 'linear' or 'constant', got 'cosine'"),
     (S.Warmup, dict(schedule=lambda s: 0.1, warmup_steps=3), TypeError,
@@ -334,3 +334,258 @@ def test_a_non_finite_rate_is_rejected_and_changes_nothing(backend):
     assert state.step_count == 2 and state.buffers == {} and state.array_steps == []
     assert state.state_dict()["arrays"] == []                     # the first step's binding undone
     lrcore.step(np.ones(3), np.ones(3), lrcore.Adam(lr=schedule))  # a state at step 0 is fine
+
+
+# ---- issue 11: exact restart index and cycle, bounded time, bounded nesting, huge ints ----
+
+from fractions import Fraction
+
+from conftest import run_python
+
+
+def restart_oracle(first, t_mul, s):
+    """(i, f) in exact rationals on the given doubles: i the largest with F·G_i <= s,
+    G_i = 1 + t + ... + t^(i−1); f = (s − F·G_i)/(F·t^i). Integer arithmetic on a common
+    power-of-two scale (t = a/2^b): G_i = N_i / 2^(b(i−1)), N_i+1 = 2^b·N_i + a^i."""
+    F, t = Fraction(first), Fraction(t_mul)
+    if t == 1:
+        i = s * F.denominator // F.numerator
+        return i, (s - F * i) / F
+    a, b = t.numerator, t.denominator.bit_length() - 1      # t = a / 2^b
+    c, d = F.numerator, F.denominator                       # F = c / d
+    i, N, power = 0, 0, 1                                   # G_i·2^(b·i) = N, a^i = power
+    while c * (N + power) <= s * d << (b * i):              # F·G_i+1 <= s
+        N, power, i = (N + power) << b, power * a, i + 1
+    G = Fraction(N, 1 << (b * i))
+    return i, (s - F * G) / (F * t**i)
+
+
+def restart_cases(rng, count):
+    """(F, t, s): random and tie-constructed restart starts, with the steps around them."""
+    cases = []
+    for _ in range(count):
+        kind = rng.integers(4)
+        if kind == 0:       # non-dyadic t, integer or fractional F: the 5 % off-by-one class
+            t, F = float(rng.uniform(1.01, 3.0)), float(rng.choice([rng.integers(1, 60),
+                                                                     rng.uniform(1, 60)]))
+        elif kind == 1:     # integer t: every start F·(t^i − 1)/(t − 1) is a tie for integer F
+            t, F = float(rng.integers(2, 10)), float(rng.integers(1, 40))
+        elif kind == 2:     # t with d fraction bits, F a multiple of 2^(d·(i−1)): ties at i
+            d = int(rng.integers(1, 6))
+            t = 1.0 + float(rng.integers(1, 2**d)) / 2**d
+            F = float(rng.integers(1, 30) * 2**(d * int(rng.integers(0, 4))))
+        else:               # t = 1.84-like with F = k·2^52: a tie at restart 2
+            t = float(rng.uniform(1.05, 2.0))
+            F = float(rng.integers(1, 8)) * 2.0**(52 - math.frexp(t - 1)[1] + 1)
+        i = int(rng.integers(0, 9))
+        start = Fraction(F) * sum(Fraction(t)**j for j in range(i))
+        if start >= 2**62:
+            continue
+        base = math.floor(start)
+        cases += [(F, t, s) for s in (base - 1, base, base + 1) if s >= 0]
+    return cases
+
+
+def test_restart_index_matches_the_exact_oracle(backend, rng):
+    cases = restart_cases(rng, 700)
+    ties = 0
+    for F, t, s in cases:
+        i, f = restart_oracle(F, t, s)
+        ties += f == 0 and i >= 2
+        schedule = S.CosineDecayRestarts(1.0, F, t_mul=t, m_mul=0.5)
+        want = 0.5**i * 0.5 * (1 + math.cos(math.pi * float(f)))
+        assert schedule(s) == pytest.approx(want, rel=1e-12, abs=1e-15), (F, t, s, i, float(f))
+    assert ties > 150               # the constructed ties beyond restart 1 really are ties
+
+
+@pytest.mark.parametrize("first, t_mul, step, want", [
+    (3, 1.84, 3, 1.0),                  # restart 1 starts at step 3 exactly
+    (5, 1.2, 11, None),                 # 5·(1 + 1.2) is just below 11: restart 2 has started
+    (3, 3.0, 120, None), (3, 3.0, 121, None), (3, 3.0, 363, None), (3, 3.0, 364, None),
+])
+def test_reported_restart_cases(backend, first, t_mul, step, want):
+    schedule = S.CosineDecayRestarts(1.0, first, t_mul=t_mul, m_mul=0.5)
+    i, f = restart_oracle(first, t_mul, step)
+    exact = 0.5**i * 0.5 * (1 + math.cos(math.pi * float(f)))
+    assert schedule(step) == pytest.approx(exact, rel=1e-13)
+    if want is not None:                # m_mul = 1: the start of a restart is the full rate
+        assert S.CosineDecayRestarts(1.0, first, t_mul=t_mul)(step) == want
+    assert S.CosineDecayRestarts(1.0, 5, t_mul=1.2)(11) > 0.99
+
+
+def test_restart_values_at_large_steps_match_the_oracle(backend, rng):
+    for _ in range(40):
+        F, t = float(rng.uniform(1, 100)), float(rng.uniform(1.05, 4.0))
+        s = int(rng.integers(2**40, 2**63))
+        i, f = restart_oracle(F, t, s)
+        schedule = S.CosineDecayRestarts(1.0, F, t_mul=t, m_mul=0.9)
+        want = 0.9**i * 0.5 * (1 + math.cos(math.pi * float(f)))
+        assert schedule(s) == pytest.approx(want, rel=1e-9, abs=1e-15)
+
+
+def test_polynomial_cycle_uses_the_exact_ceiling(backend, rng):
+    assert math.isfinite(S.PolynomialDecay(1.0, 2.3, 0.0, power=0.5, cycle=True)(207))
+    assert math.isfinite(S.PolynomialDecay(1.0, 417, 1e-4, power=0.5, cycle=True)(2**62))
+    for _ in range(300):
+        D = float(rng.uniform(1, 500))
+        power, end = float(rng.choice([0.5, 1.0, 2.0, 0.3])), float(rng.choice([0.0, 1e-4]))
+        schedule = S.PolynomialDecay(1.0, D, end, power=power, cycle=True)
+        steps = [int(rng.integers(0, 2**int(rng.integers(1, 63))))] + \
+            [f(D * j) for j in (1, 2, 90) for f in (math.floor, math.ceil)]
+        for s in steps:
+            c = max(1, math.ceil(Fraction(s) / Fraction(D)))
+            base = 1 - Fraction(s) / (Fraction(D) * c)
+            want = (1.0 - end) * float(base)**power + end
+            assert schedule(s) == pytest.approx(want, rel=1e-13, abs=0), (D, power, s)
+    D = Fraction(2.3)                   # 2.2999999999999998: 207/D > 90, so ⌈207/D⌉ = 91
+    assert S.PolynomialDecay(1.0, 2.3, 0.0, power=0.5, cycle=True)(207) == pytest.approx(
+        float(1 - 207 / (D * 91))**0.5, rel=1e-14)
+
+
+HANG_CHECK = """
+import sys, numpy as np, lrcore
+from lrcore import schedules as S
+lrcore.set_backend(sys.argv[1])
+steps = np.array([0, 1, 10, 2**40, 9 * 10**18, 2**63 - 1], dtype=np.int64)
+rejected = 0
+for args in [dict(t_mul=1e308), dict(first_decay_steps=1e-308), dict(t_mul=1.0000000000000002),
+             dict(t_mul=1 + 2**-44), dict(first_decay_steps=1.7e308, t_mul=1e308),
+             dict(t_mul=1.0, first_decay_steps=1.0), dict(t_mul=2.0**1000)]:
+    try:
+        schedule = S.CosineDecayRestarts(**dict(dict(initial_learning_rate=1.0,
+                                                     first_decay_steps=10.0), **args))
+    except ValueError:
+        rejected += 1
+        continue
+    assert np.isfinite(schedule(steps)).all() and np.isfinite(schedule(2**63 - 1))
+    state = lrcore.SGD(lr=schedule)
+    state.load_state_dict(dict(state.state_dict(), step_count=9 * 10**18))
+    lrcore.step(np.ones(2), np.ones(2), state)            # in the step too
+for schedule in [S.PolynomialDecay(1.0, 1.0000001, cycle=True, power=0.5),
+                 S.PolynomialDecay(1.0, 1e300, cycle=True), S.PiecewiseConstant([1e300], [1, 2]),
+                 S.ExponentialDecay(1.0, 1e-300, 0.5), S.NoisyLinearCosineDecay(1.0, 1e-300),
+                 S.Warmup(S.CosineDecayRestarts(1.0, 1.0, t_mul=1.0), 2**63 - 1)]:
+    schedule(steps)
+nested = 0.1
+for _ in range(S.MAX_WARMUP_NESTING):     # one inner evaluation per level, not 2^depth
+    nested = S.Warmup(nested, 1)
+assert nested(steps[:3]).tolist() == [0.0, 0.0, 0.0] and nested(32) == 0.1
+print("rejected", rejected)
+"""
+
+
+@pytest.mark.parametrize("backend_name", ["cython", "numpy"])
+def test_every_schedule_returns_in_bounded_time(backend_name):
+    """The reported hangs (t_mul=1e308, first_decay_steps=1e-308, t_mul=1+2^-52 at 9e18) and
+    other extremes: accepted ones return at every step < 2**63, the others are rejected."""
+    if backend_name == "cython" and lrcore.backend != "cython":
+        pytest.skip("compiled kernels not built")
+    out = run_python("-c", HANG_CHECK, backend_name, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["rejected", "2"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(first_decay_steps=1e-308), r"first_decay_steps must be a finite number >= 1, got 1e-308"),
+    (dict(first_decay_steps=0.5, t_mul=1.0), r"first_decay_steps must be a finite number >= 1"),
+    (dict(t_mul=1.0000000000000002), r"t_mul must be 1.0 or far enough from 1 that fewer than "
+                                     r"2\*\*51 restarts .*got 1.0000000000000002"),
+])
+def test_unevaluable_restart_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        S.CosineDecayRestarts(**dict(dict(initial_learning_rate=1.0, first_decay_steps=10), **kwargs))
+
+
+def test_polynomial_cycle_needs_decay_steps_of_one_step_or_more():
+    with pytest.raises(ValueError, match=r"decay_steps must be a finite number >= 1, got 0.5"):
+        S.PolynomialDecay(1.0, 0.5, cycle=True)
+    assert S.PolynomialDecay(1.0, 0.5)(1) == pytest.approx(1e-4)     # without cycle: any > 0
+
+
+def nested_warmups(depth):
+    schedule = 0.1
+    for _ in range(depth):
+        schedule = S.Warmup(schedule, 1)
+    return schedule
+
+
+def test_warmup_nesting_is_bounded(backend):
+    deepest = nested_warmups(S.MAX_WARMUP_NESTING)
+    assert deepest(0) == 0.0 and deepest(S.MAX_WARMUP_NESTING) == 0.1
+    assert S.deserialize(S.serialize(deepest)) == deepest
+    with pytest.raises(ValueError, match=r"schedule must not nest Warmups more than 32 deep"):
+        S.Warmup(deepest, 1)
+
+
+def test_deeply_nested_configs_are_value_errors_not_recursion():
+    config = S.serialize(S.Constant(0.1))
+    for _ in range(100_000):
+        config = {"class_name": "Warmup", "config": {"schedule": config, "warmup_steps": 1}}
+    with pytest.raises(ValueError, match=r"config must not nest Warmups more than 32 deep"):
+        S.deserialize(config)
+    deep_list = [0]
+    for _ in range(100_000):
+        deep_list = [deep_list]
+    with pytest.raises(ValueError, match=r"config must be \{'class_name'"):
+        S.deserialize({"class_name": "Warmup", "config": {"schedule": deep_list, "warmup_steps": 1}})
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"class_name": "Warmup", "config": {"warmup_steps": 1}}, r"config must hold a 'schedule'"),
+    ({"class_name": "Constant", "config": {"lr": 1}}, r"got unknown keys \['lr'\]"),
+    ({"class_name": ["Warmup"], "config": {}}, r"config must be \{'class_name'"),
+])
+def test_malformed_configs_are_value_errors(config, message):
+    with pytest.raises(ValueError, match=message):
+        S.deserialize(config)
+
+
+HUGE = 10**400
+
+
+@pytest.mark.parametrize("cls, kwargs, exc, message", [
+    (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=HUGE, decay_rate=0.5),
+     ValueError, r"decay_steps must be a finite number > 0, got an int too large for a float"),
+    (S.PolynomialDecay, dict(initial_learning_rate=0.1, decay_steps=HUGE), ValueError,
+     r"decay_steps must be a finite number > 0, got an int too large"),
+    (S.CosineDecayRestarts, dict(initial_learning_rate=0.1, first_decay_steps=HUGE), ValueError,
+     r"first_decay_steps must be a finite number >= 1, got an int too large"),
+    (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, seed=HUGE),
+     ValueError, r"seed must be an int in \[0, 2\*\*64\), got 1000"),
+    (S.Warmup, dict(schedule=0.1, warmup_steps=HUGE), ValueError,
+     r"warmup_steps must be an int >= 0 and < 2\*\*63, got an int >= 2\*\*63"),
+    (S.Warmup, dict(schedule=0.1, warmup_steps=2**63), ValueError, r"warmup_steps must be"),
+    (S.Warmup, dict(schedule=HUGE, warmup_steps=1), ValueError, r"learning_rate must be"),
+    (S.PiecewiseConstant, dict(boundaries=[HUGE], values=[1, 2]), ValueError,
+     r"boundaries\[0\] must be a finite number, got an int too large for a float"),
+    (S.PiecewiseConstant, dict(boundaries=[1], values=[1, HUGE]), ValueError, r"values\[1\] must"),
+    (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, alpha=HUGE), ValueError,
+     r"alpha must be a finite number >= 0, got an int too large"),
+])
+def test_huge_ints_are_value_errors_naming_the_argument(cls, kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize("schedule", [
+    S.ExponentialDecay(0.1, 10**300, 0.5), S.PolynomialDecay(0.1, 10**300, cycle=True),
+    S.CosineDecayRestarts(0.1, 10**300), S.LinearCosineDecay(0.1, 10**300),
+    S.CosineDecay(0.1, 10**300), S.PiecewiseConstant([10**300], [0.1, 0.2]),
+    S.Warmup(0.1, 2**63 - 1)], ids=lambda s: type(s).__name__)
+def test_large_int_arguments_within_float_range_evaluate(backend, schedule):
+    """Large ints that fit a float (or int64) reach C doubles / int64 and numpy untouched."""
+    values = schedule(np.array([0, 5, 2**63 - 1]))
+    assert np.isfinite(values).all()
+    assert schedule(5) == values[1]
+
+
+def test_t_mul_close_to_one_is_accepted_down_to_about_two_to_minus_47():
+    """README: with first_decay_steps = 1, t_mul = 1 + 2^-47 has < 2**51 restarts before
+    step 2**63 (index ≈ ln(1 + 2^16)·2^47 ≈ 2^50.5), 1 + 2^-48 has more (≈ 2^51.5)."""
+    schedule = S.CosineDecayRestarts(1.0, 1, t_mul=1 + 2**-47)
+    i, f = restart_oracle(1, 1 + 2**-47, 1500)     # the oracle walks every restart
+    assert i == 1499 and schedule(1500) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * float(f))), rel=1e-9)
+    assert math.isfinite(schedule(2**63 - 1))
+    with pytest.raises(ValueError, match=r"t_mul must be 1.0 or far enough from 1"):
+        S.CosineDecayRestarts(1.0, 1, t_mul=1 + 2**-48)
