@@ -9,7 +9,8 @@
  *   - the caller starts at once and, when the counter is exhausted, waits only for workers that
  *     joined the job and are finishing a chunk they claimed (a worker that wakes late finds the
  *     job closed and goes back to sleep);
- *   - idle workers sleep on a condition variable (no spin-waiting);
+ *   - idle workers poll for at most LRC_SPIN_NS, then sleep on a condition variable (no long
+ *     spin-waiting);
  *   - a fork resets the pool in the child (pthread_atfork), which starts new workers when it
  *     next needs them;
  *   - the pool serves one call at a time: a call that finds it busy (another thread's step)
@@ -52,6 +53,7 @@ static inline int lrc_pool_workers(void) { return 0; }
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #define LRC_THREADING "pthreads"
 
@@ -67,6 +69,30 @@ typedef struct {
  * late worker can never join (and read the stack-allocated job of) a later call. */
 #define LRC_OPEN ((uint64_t)1 << 31)
 #define LRC_JOINED_MASK (LRC_OPEN - 1)
+
+/* How long a thread polls for what it waits on before it sleeps. A wake-up from sleep costs
+ * tens of microseconds, which a worker polling between back-to-back steps saves (LRC_SPIN_NS),
+ * and so does a caller polling for a worker's last chunk; the caller polls less
+ * (LRC_CALLER_SPIN_NS) since a worker that is late has usually been descheduled, and it
+ * returns sooner once the caller sleeps and frees its core. */
+#define LRC_SPIN_NS 50000
+#define LRC_CALLER_SPIN_NS 10000
+
+static inline uint64_t lrc_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void lrc_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 static struct {
     pthread_mutex_t mu;
@@ -114,8 +140,18 @@ static void *lrc_pool_worker(void *arg)
     pthread_mutex_lock(&lrc_pool.mu);
     uint32_t seen = lrc_pool.generation;
     for (;;) {
-        while (lrc_pool.generation == seen)
-            pthread_cond_wait(&lrc_pool.wake, &lrc_pool.mu);
+        if (lrc_pool.generation == seen) {
+            /* poll the generation in `state` (set with it), then sleep */
+            pthread_mutex_unlock(&lrc_pool.mu);
+            const uint64_t deadline = lrc_now_ns() + LRC_SPIN_NS;
+            for (unsigned i = 1; (uint32_t)(atomic_load(&lrc_pool.state) >> 32) == seen; i++) {
+                lrc_cpu_relax();
+                if (i % 64 == 0 && lrc_now_ns() > deadline) break;
+            }
+            pthread_mutex_lock(&lrc_pool.mu);
+            while (lrc_pool.generation == seen)
+                pthread_cond_wait(&lrc_pool.wake, &lrc_pool.mu);
+        }
         seen = lrc_pool.generation;
         if (lrc_pool.job == NULL || index >= lrc_pool.job->helpers) continue;
         const lrc_job *job = lrc_pool.job;      /* dereferenced only after joining */
@@ -203,6 +239,11 @@ static void lrc_pool_run(int threads, ptrdiff_t chunks, lrc_chunk_fn fn, void *c
 
     /* close the job; only the workers that joined before this can still be working */
     const int joined = (int)(atomic_fetch_and(&lrc_pool.state, ~LRC_OPEN) & LRC_JOINED_MASK);
+    const uint64_t deadline = lrc_now_ns() + LRC_CALLER_SPIN_NS;
+    for (unsigned i = 1; atomic_load(&lrc_pool.finished) < joined; i++) {
+        lrc_cpu_relax();
+        if (i % 64 == 0 && lrc_now_ns() > deadline) break;
+    }
     if (atomic_load(&lrc_pool.finished) < joined) {
         pthread_mutex_lock(&lrc_pool.mu);
         while (atomic_load(&lrc_pool.finished) < joined)
