@@ -18,6 +18,9 @@ def parse_assignment(text):
         return key, value
 
 
+MAX_PRINTED_STEPS = 10**7     # lines `schedule --steps` prints (one float64 array of them)
+
+
 def schedule_command(parser, args):
     from lrcore import schedules
     if args.name not in schedules.SCHEDULES:
@@ -77,21 +80,21 @@ def main(argv=None):
     bench.add_argument("--quick", action="store_true", help="small workloads only (seconds)")
     bench.add_argument("--only", nargs="+", metavar="NAME",
                        help="implementations to compare with lrcore, e.g. 'torch fused' DeepSpeed")
-    commands.add_parser("info", help="print build_info(): version, backend, compiler, ISA, OpenMP")
+    commands.add_parser("info", help="print build_info(): version, backend, compiler, ISA, threads")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from lrcore import demo
         plots = _plots(demo_parser) if args.plot else None
-        demo.run()
+        runs = demo.run()
         if plots:
             try:
-                for path in plots.plot_demo(args.plot):
+                for path in plots.plot_demo(args.plot, runs):
                     print(f"plot: {path}")
             except OSError as exc:
                 demo_parser.error(f"cannot write pictures to {args.plot}: {exc.strerror or exc}")
     elif args.command == "schedule":
-        if args.steps < 0:
-            sched.error(f"--steps must be >= 0, got {args.steps}")
+        if not 0 <= args.steps <= MAX_PRINTED_STEPS:
+            sched.error(f"--steps must be from 0 to {MAX_PRINTED_STEPS}, got {args.steps}")
         schedule_command(sched, args)
     elif args.command == "bench":
         from lrcore import bench as bench_module

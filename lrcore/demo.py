@@ -203,6 +203,7 @@ def conclusions(table):
 
 
 def run(out=print):
+    """Print the demo; returns optimizer_runs(), which the pictures draw."""
     out(f"lrcore {lrcore.__version__} demo (backend: {lrcore.backend})")
     out("")
     out("Gradient descent on loss = (w + 1)^2, gradient 2w + 2, from w = 5; lrcore.SGD, float32,")
@@ -222,10 +223,12 @@ def run(out=print):
     out(f"each optimizer at its best lr from {{{', '.join(f'{lr:g}' for lr in LR_GRID)}}}; float64.")
     out("A run that ends outside it, or overflows, is 'not reached'. Quadratic: (x^2 + k*y^2) / 2")
     out("from (2, 1.3).")
-    table = compare_optimizers()
+    runs = optimizer_runs()
+    table = compare_optimizers(runs)
     for line in format_comparison(table):
         out(line)
     out("")
     for sentence in conclusions(table):
         for line in textwrap.wrap(sentence, 92):
             out(line)
+    return runs

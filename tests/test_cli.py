@@ -64,7 +64,10 @@ def test_schedule_warmup_takes_a_nested_schedule():
      "CosineDecay: decay_steps must be a finite number > 0, got 0"),
     (["schedule", "CosineDecay", "decay_steps=10"], "CosineDecay:"),
     (["schedule", "CosineDecay", "oops"], "expected key=value, got 'oops'"),
-    (["schedule", "Constant", "learning_rate=1", "--steps", "-3"], "--steps must be >= 0"),
+    (["schedule", "Constant", "learning_rate=1", "--steps", "-3"],
+     "--steps must be from 0 to 10000000, got -3"),
+    (["schedule", "Constant", "learning_rate=1", "--steps", str(10**400)],
+     "--steps must be from 0 to 10000000, got 1000"),
 ])
 def test_schedule_bad_arguments_are_one_line_errors(args, message):
     out = run_cli(*args)
