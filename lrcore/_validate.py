@@ -202,9 +202,10 @@ def real(value, name, *, low=0.0, high=math.inf, high_open=False):
         value, shown = (math.inf if value > 0 else -math.inf), "an int too large for a float"
     in_range = low <= value < high if high_open else low <= value <= high
     if not (math.isfinite(value) and in_range):
+        lower = "" if low == -math.inf else f" >= {low:g}"
         upper = "" if high == math.inf else f" and {'<' if high_open else '<='} {high:g}"
         shown = shown if isinstance(shown, str) else repr(value)
-        raise ValueError(f"{name} must be a finite number >= {low:g}{upper}, got {shown}")
+        raise ValueError(f"{name} must be a finite number{lower}{upper}, got {shown}")
     return value
 
 

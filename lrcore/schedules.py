@@ -287,7 +287,8 @@ class PiecewiseConstant(LearningRateSchedule):
             raise TypeError(f"boundaries must be a list of steps, got {type(boundaries).__name__}")
         if not isinstance(values, (list, tuple, np.ndarray)):
             raise TypeError(f"values must be a list of rates, got {type(values).__name__}")
-        boundaries = [_boundary(b, f"boundaries[{i}]") for i, b in enumerate(boundaries)]
+        boundaries = [_validate.real(b, f"boundaries[{i}]", low=-math.inf)
+                      for i, b in enumerate(boundaries)]
         if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
             raise ValueError(f"boundaries must be strictly increasing, got {boundaries}")
         if len(values) != len(boundaries) + 1:
@@ -303,19 +304,6 @@ class PiecewiseConstant(LearningRateSchedule):
         # index = how many boundaries lie strictly below s
         index = np.searchsorted(np.asarray(self.boundaries, dtype=np.float64), s, side="left")
         return np.asarray(self.values, dtype=np.float64)[index]
-
-
-def _boundary(value, name):
-    """A finite step boundary (any sign) as a float; an int too large for one is a ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    try:
-        number = float(value)
-    except OverflowError:
-        number, value = math.inf, "an int too large for a float"
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value if isinstance(value, str) else repr(value)}")
-    return number
 
 
 class _Decay(LearningRateSchedule):
