@@ -269,7 +269,7 @@ class Optimizer:
             raise ValueError(f"state_dict['hyperparameters'] must be a dict, got "
                              f"{type(state_dict['hyperparameters']).__name__}")
         fresh = type(self)(lr=state_dict["lr"], **state_dict["hyperparameters"])
-        int64_max = 2 ** 63 - 1
+        int64_max = _validate.INT64_MAX
 
         def is_count(n):        # an int the kernels can hold as int64, >= 0
             return (not isinstance(n, bool) and isinstance(n, numbers.Integral)
