@@ -647,3 +647,123 @@ def test_a_long_target_name_gets_a_short_temporary_name_and_its_cleanup(tmp_path
     (kept,) = temporaries(tmp_path)            # the sibling target's file
     lrcore.save(lrcore.SGD(lr=0.5), sibling)
     assert temporaries(tmp_path) == [] and kept in left
+
+
+# -- half precision: float16 / bfloat16 params and buffers, grad_scale, max_grad_norm --------
+
+import math  # noqa: E402  (the mixed-precision part of this file)
+
+import ml_dtypes  # noqa: E402
+from lrcore import _validate, reference  # noqa: E402
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+HALF = {"float16": np.dtype(np.float16), "bfloat16": BF16, "bfloat16-bits": _validate.BFLOAT16_BITS}
+
+
+def in_dtype(values, dtype):
+    values, dtype = np.asarray(values, np.float32), np.dtype(dtype)
+    if _validate.format_of(dtype) == "bfloat16":
+        return values.astype(BF16).view(np.uint16).view(dtype)
+    return values.astype(dtype)
+
+
+def bits_of(a):
+    return np.ascontiguousarray(a).view(f"u{a.dtype.itemsize}")
+
+
+HALF_STATES = [
+    lambda: lrcore.SGD(lr=0.05, momentum=0.9, nesterov=True, max_grad_norm=2.0),
+    lambda: lrcore.Adagrad(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1, max_grad_norm=9.0),
+    lambda: lrcore.RMSprop(lr=schedules.ExponentialDecay(0.01, 5, 0.5), centered=True,
+                           momentum=0.5, max_grad_norm=1.0, nonfinite="skip"),
+    lambda: lrcore.Adam(lr=schedules.Warmup(schedules.CosineDecay(0.01, 30), 4), amsgrad=True,
+                        max_grad_norm=3.0),
+]
+
+
+@pytest.mark.parametrize("half", list(HALF))
+@pytest.mark.parametrize("make", HALF_STATES, ids=lambda f: type(f()).__name__)
+def test_half_precision_save_at_10_load_and_10_more_equals_20_straight(backend, rng, tmp_path,
+                                                                       make, half):
+    dtype = HALF[half]
+    start = [in_dtype(rng.standard_normal((5, 3)), dtype), in_dtype(rng.standard_normal(4), np.float32)]
+
+    def run(params, state, steps):
+        for _ in range(steps):
+            grads = [in_dtype(2 * (reference.widen(p) - np.float32(3)), dtype) for p in params]
+            lrcore.step(params, grads, state, grad_scale=8.0)
+
+    straight = [p.copy() for p in start]
+    state = make()
+    run(straight, state, 20)
+
+    resumed = [p.copy() for p in start]
+    first = make()
+    run(resumed, first, 10)
+    lrcore.save(first, tmp_path / "opt.npz")
+    second = lrcore.load(tmp_path / "opt.npz")
+    assert second.max_grad_norm == first.max_grad_norm
+    assert second.state_dict()["hyperparameters"] == first.state_dict()["hyperparameters"]
+    assert second.state_dict()["arrays"] == [(_validate.format_of(dtype), (5, 3)), ("float32", (4,))]
+    run(resumed, second, 10)
+
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(bits_of(a), bits_of(b))
+    assert second.last_grad_norm == state.last_grad_norm
+    for name, arrays in state.buffers.items():
+        for a, b in zip(arrays, second.buffers[name]):
+            assert _validate.format_of(a.dtype) == _validate.format_of(b.dtype)
+            np.testing.assert_array_equal(bits_of(a), bits_of(b))
+
+
+def half_checkpoint(path, dtype):
+    """A saved SGD-with-momentum state over one half-precision array of 4 and one float32 of
+    (2, 3) (with float16 grads), and the archive's members."""
+    state = lrcore.SGD(lr=0.1, momentum=0.9, max_grad_norm=1.0)
+    params = [in_dtype(np.ones(4), dtype), np.ones((2, 3), np.float32)]
+    lrcore.step(params, [in_dtype(np.ones(4), dtype), np.ones((2, 3), np.float16)], state)
+    lrcore.save(state, path)
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+@pytest.mark.parametrize("half", ["bfloat16", "bfloat16-bits"])
+@pytest.mark.parametrize("descr, shown", [("<f2", "float16"), ("<i2", "int16"), ("<f4", "float32"),
+                                          (">u2", ">u2")])
+def test_a_bfloat16_member_of_another_dtype_is_refused(tmp_path, half, descr, shown):
+    path = tmp_path / "bf16.npz"
+    members = half_checkpoint(path, HALF[half])
+    assert header_of(members)["arrays"][0] == ["bfloat16", [4]]
+    data = bytes(8 if descr[-1] == "2" else 16)
+    members["buffer:momentum_buffer:0.npy"] = npy_bytes(descr, (4,), data)
+    write_members(path, list(members.items()))
+    assert_unreadable(path, rf"member 'buffer:momentum_buffer:0.npy' holds {shown} \(4,\); "
+                            rf"expected a uint16 array of shape \(4,\) \(bfloat16 bits\)")
+
+
+def test_a_float16_member_of_another_dtype_is_refused(tmp_path):
+    path = tmp_path / "f16.npz"
+    members = half_checkpoint(path, np.float16)
+    members["buffer:momentum_buffer:0.npy"] = npy_bytes("<u2", (4,), bytes(8))
+    write_members(path, list(members.items()))
+    assert_unreadable(path, r"member 'buffer:momentum_buffer:0.npy' holds uint16 \(4,\); "
+                            r"expected a float16 array of shape \(4,\)")
+
+
+@pytest.mark.parametrize("half", list(HALF))
+def test_half_precision_buffers_are_stored_as_their_bits(tmp_path, half):
+    """The .npz holds a float16 buffer as float16 and a bfloat16 one as its uint16 bit
+    patterns (the header says which), and loads back bit for bit, max_grad_norm included."""
+    path = tmp_path / "half.npz"
+    members = half_checkpoint(path, HALF[half])
+    stored = np.load(io.BytesIO(members["buffer:momentum_buffer:0.npy"]))
+    want = "float16" if half == "float16" else "uint16"
+    assert stored.dtype == np.dtype(want)
+    assert header_of(members)["hyperparameters"]["max_grad_norm"] == 1.0
+    state = lrcore.load(path)
+    assert state.max_grad_norm == 1.0
+    (b, _) = state.buffers["momentum_buffer"]
+    assert _validate.format_of(b.dtype) == _validate.format_of(HALF[half])
+    coef = 1.0 / (math.sqrt(4 + 6) + 1e-6)      # clipped: every gradient is 1
+    np.testing.assert_array_equal(bits_of(b), bits_of(in_dtype(np.full(4, np.float32(coef)),
+                                                               HALF[half])))

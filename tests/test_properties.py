@@ -1,6 +1,8 @@
-"""Property-based: random optimizers, options, schedules, shapes, dtypes and gradient scales.
-The compiled step equals the numpy reference bit for bit, and a state_dict round trip at a
-random step continues exactly."""
+"""Property-based: random optimizers, options, schedules, shapes, dtype combinations (API.md's
+mixed-precision table, bfloat16 as ml_dtypes and as BFLOAT16_BITS), gradient magnitudes,
+grad_scale and max_grad_norm. The compiled step equals the reference expectation of
+test_mixed_precision.Expected bit for bit (params, buffers, counts, last_grad_norm), and a
+state_dict round trip at a random step continues exactly."""
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -8,7 +10,8 @@ from hypothesis import strategies as st
 import lrcore
 from lrcore import schedules
 
-from test_optimizers import OPTIMIZERS, buffer_names
+from test_mixed_precision import COMBOS, Expected, stored, uint_view
+from test_optimizers import OPTIMIZERS
 
 CASES = [(cls, ref, options) for cls, ref, _, all_options in OPTIMIZERS for options in all_options]
 
@@ -27,21 +30,29 @@ SHAPES = st.lists(st.sampled_from([(), (0,), (1,), (7,), (16,), (33,), (3, 5), (
                   min_size=1, max_size=4)
 
 
+GRAD_SCALES = st.one_of(st.none(), st.sampled_from([2.0**-8, 0.3, 1.0, 3.0, 1024.0]),
+                        st.floats(1e-3, 1e4))
+MAX_GRAD_NORMS = st.one_of(st.none(), st.sampled_from([1e-3, 0.5, 10.0, 1e6]))
+
+
 @st.composite
 def runs(draw):
     cls, ref, options = draw(st.sampled_from(CASES))
     shapes = draw(SHAPES)
-    dtypes = [draw(st.sampled_from([np.float32, np.float64])) for _ in shapes]
+    combos = [draw(st.sampled_from(list(COMBOS))) for _ in shapes]
     steps = draw(st.integers(1, 6))
     scales = [draw(st.sampled_from([1e-6, 1e-2, 1.0, 1e3])) for _ in range(steps)]
+    grad_scales = [draw(GRAD_SCALES) for _ in range(steps)]
     seed = draw(st.integers(0, 2**32 - 1))
-    return cls, ref, options, draw(SCHEDULES), shapes, dtypes, scales, seed
+    return (cls, ref, options, draw(SCHEDULES), shapes, combos, scales, seed, grad_scales,
+            draw(MAX_GRAD_NORMS))
 
 
-def make_data(shapes, dtypes, scales, seed):
+def make_data(shapes, combos, scales, seed):
+    """Params and per-step grads in each array's (params, grads) dtype combination."""
     rng = np.random.default_rng(seed)
-    params = [np.asarray(rng.standard_normal(s), dtype=d) for s, d in zip(shapes, dtypes)]
-    grads = [[np.asarray(rng.standard_normal(s) * k, dtype=d) for s, d in zip(shapes, dtypes)]
+    params = [stored(rng.standard_normal(s), COMBOS[c][0]) for s, c in zip(shapes, combos)]
+    grads = [[stored(rng.standard_normal(s) * k, COMBOS[c][1]) for s, c in zip(shapes, combos)]
              for k in scales]
     return params, grads
 
@@ -53,38 +64,43 @@ SETTINGS = settings(max_examples=80, deadline=None,
 @SETTINGS
 @given(runs())
 def test_compiled_equals_reference(compiled, run):
-    cls, ref, options, lr, shapes, dtypes, scales, seed = run
-    params, grads = make_data(shapes, dtypes, scales, seed)
-    want = [p.copy() for p in params]
-    start = options.get("initial_accumulator_value", 0.0)
-    bufs = {n: [np.full_like(p, start if n == "sum" else 0.0) for p in params]
-            for n in buffer_names(cls, options)}
-    update_options = {k: v for k, v in options.items() if k != "initial_accumulator_value"}
-    state = cls(lr=lr, **options)
-    for k, g in enumerate(grads):
-        rate = lrcore.step(params, g, state)           # the rate the kernels used
-        for i, (p, gi) in enumerate(zip(want, g)):
-            ref(p, gi, step=k, lr=rate, **{n: b[i] for n, b in bufs.items()}, **update_options)
-    for a, b in zip(params, want):
-        np.testing.assert_array_equal(a, b)
+    cls, ref, options, lr, shapes, combos, scales, seed, grad_scales, max_grad_norm = run
+    params, grads = make_data(shapes, combos, scales, seed)
+    expected = Expected(cls, options, params, max_grad_norm)
+    state = cls(lr=lr, max_grad_norm=max_grad_norm, **options)
+    for k, (g, grad_scale) in enumerate(zip(grads, grad_scales)):
+        with np.errstate(all="ignore"):
+            rate = lrcore.step(params, g, state, grad_scale=grad_scale)   # the rate the kernels used
+        expected.step(g, rate, grad_scale)
+        expected.assert_matches(state, params, f"step {k}: ")
 
 
 @SETTINGS
 @given(runs(), st.integers(0, 6))
 def test_state_dict_round_trip_at_a_random_step(backend, run, cut):
-    cls, ref, options, lr, shapes, dtypes, scales, seed = run
-    params, grads = make_data(shapes, dtypes, scales * 2, seed)
+    cls, ref, options, lr, shapes, combos, scales, seed, grad_scales, max_grad_norm = run
+    params, grads = make_data(shapes, combos, scales * 2, seed)
+    grad_scales = grad_scales * 2
     cut = min(cut, len(grads))
     straight = [p.copy() for p in params]
-    state = cls(lr=lr, **options)
-    for g in grads:
-        lrcore.step(straight, g, state)
-    first = cls(lr=lr, **options)
-    for g in grads[:cut]:
-        lrcore.step(params, g, first)
-    second = cls()
-    second.load_state_dict(first.state_dict())
-    for g in grads[cut:]:
-        lrcore.step(params, g, second)
+    state = cls(lr=lr, max_grad_norm=max_grad_norm, **options)
+    with np.errstate(all="ignore"):
+        for g, grad_scale in zip(grads, grad_scales):
+            lrcore.step(straight, g, state, grad_scale=grad_scale)
+        first = cls(lr=lr, max_grad_norm=max_grad_norm, **options)
+        for g, grad_scale in zip(grads[:cut], grad_scales[:cut]):
+            lrcore.step(params, g, first, grad_scale=grad_scale)
+        second = cls()
+        second.load_state_dict(first.state_dict())
+        assert second.max_grad_norm == max_grad_norm
+        for g, grad_scale in zip(grads[cut:], grad_scales[cut:]):
+            lrcore.step(params, g, second, grad_scale=grad_scale)
     for a, b in zip(params, straight):
-        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(uint_view(a), uint_view(b))
+    for name, arrays in state.buffers.items():
+        for a, b in zip(arrays, second.buffers[name]):
+            np.testing.assert_array_equal(uint_view(a), uint_view(b))
+    if cut < len(grads) and max_grad_norm is not None:
+        assert second.last_grad_norm == state.last_grad_norm or (
+            np.isnan(second.last_grad_norm) and np.isnan(state.last_grad_norm))

@@ -236,3 +236,141 @@ def test_hyperparameters_are_read_only():
     assert state.momentum == 0.9
     with pytest.raises(AttributeError):
         state.momentum = 0.5
+
+
+# -- half precision, grad_scale and max_grad_norm ---------------------------------------
+
+import ml_dtypes  # noqa: E402  (the mixed-precision part of this file)
+from lrcore import _validate, reference  # noqa: E402
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+HALF_DTYPES = {"float16": np.dtype(np.float16), "bfloat16": BF16,
+               "bfloat16-bits": _validate.BFLOAT16_BITS}
+
+
+def as_dtype(values, dtype):
+    """float32 values rounded into `dtype` (float16, float32, ml_dtypes bfloat16 or its bits)."""
+    values, dtype = np.asarray(values, np.float32), np.dtype(dtype)
+    if _validate.format_of(dtype) == "bfloat16":
+        return values.astype(BF16).view(np.uint16).view(dtype)
+    return values.astype(dtype)
+
+
+def half_grads(params, grad_dtypes):
+    """Gradients of sum((p - 3)²), computed in float32 and stored in each grad dtype."""
+    return [as_dtype(2 * (reference.widen(p) - np.float32(3)), d) for p, d in zip(params, grad_dtypes)]
+
+
+HALF_STATES = [
+    lambda: lrcore.SGD(lr=lambda k: 0.05 * 0.9 ** k, momentum=0.9, nesterov=True, max_grad_norm=2.0),
+    lambda: lrcore.Adagrad(lr=0.1, initial_accumulator_value=0.1, max_grad_norm=50.0),
+    lambda: lrcore.RMSprop(lr=0.01, centered=True, momentum=0.5, max_grad_norm=1.0),
+    lambda: lrcore.Adam(lr=0.05, amsgrad=True, weight_decay=0.01, max_grad_norm=3.0),
+]
+
+
+def bits_of(a):
+    return np.ascontiguousarray(a).view(f"u{a.dtype.itemsize}")
+
+
+@pytest.mark.parametrize("half", list(HALF_DTYPES))
+@pytest.mark.parametrize("make", HALF_STATES, ids=lambda f: type(f()).__name__)
+def test_resume_in_half_precision_is_exact(backend, rng, make, half):
+    """10 steps, state_dict, load, 10 more == 20 straight, bit for bit, with half-precision
+    params (float32 params with half grads beside them), grad_scale and max_grad_norm."""
+    dtype = HALF_DTYPES[half]
+    start = [as_dtype(rng.standard_normal((4, 3)), dtype), as_dtype(rng.standard_normal(5), np.float32)]
+    grad_dtypes = [dtype, dtype]
+
+    def run(params, state, steps):
+        for _ in range(steps):
+            lrcore.step(params, half_grads(params, grad_dtypes), state, grad_scale=4.0)
+
+    straight = [p.copy() for p in start]
+    state = make()
+    run(straight, state, 20)
+
+    resumed = [p.copy() for p in start]
+    first = make()
+    run(resumed, first, 10)
+    sd = first.state_dict()
+    assert sd["arrays"] == [(_validate.format_of(dtype), (4, 3)), ("float32", (5,))]
+    assert sd["hyperparameters"]["max_grad_norm"] == first.max_grad_norm
+    second = type(first)()
+    second.load_state_dict(sd)
+    assert second.max_grad_norm == first.max_grad_norm and second.step_count == 10
+    run(resumed, second, 10)
+
+    for a, b in zip(straight, resumed):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(bits_of(a), bits_of(b))
+    assert second.last_grad_norm == state.last_grad_norm
+    for name, arrays in state.buffers.items():
+        for a, b in zip(arrays, second.buffers[name]):
+            assert _validate.format_of(a.dtype) == _validate.format_of(b.dtype)
+            np.testing.assert_array_equal(bits_of(a), bits_of(b))
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3, np.float16), np.zeros(3, np.uint16),
+                                 np.zeros(3, np.float32)], ids=["float16", "uint16", "float32"])
+def test_a_bfloat16_buffer_of_another_dtype_is_rejected(bad):
+    state = lrcore.SGD(lr=0.1, momentum=0.9)
+    p = as_dtype(np.ones(3), BF16)
+    lrcore.step(p, p.copy(), state)
+    sd = state.state_dict()
+    assert _validate.format_of(sd["buffers"]["momentum_buffer"][0].dtype) == "bfloat16"
+    before = state.state_dict()
+    with pytest.raises(ValueError, match=r"state_dict\['buffers'\]\['momentum_buffer'\] must "
+                                         r"hold one array per param, of shapes and dtypes "
+                                         r"\[\('bfloat16', \(3,\)\)\]"):
+        state.load_state_dict(dict(sd, buffers={"momentum_buffer": [bad]}))
+    assert state.state_dict()["step_count"] == before["step_count"]
+    np.testing.assert_array_equal(bits_of(state.buffers["momentum_buffer"][0]),
+                                  bits_of(before["buffers"]["momentum_buffer"][0]))
+
+
+def test_a_bits_buffer_loads_for_ml_dtypes_params_and_back(backend):
+    """bfloat16 is one format in either representation: a state_dict with BFLOAT16_BITS
+    buffers continues ml_dtypes params exactly, and the other way round."""
+    p0 = as_dtype(np.linspace(-1, 1, 7), BF16)
+    g = as_dtype(np.linspace(1, 2, 7), BF16)
+    straight, state = p0.copy(), lrcore.Adam(lr=0.1)
+    for _ in range(4):
+        lrcore.step(straight, g, state)
+    p, first = p0.copy(), lrcore.Adam(lr=0.1)
+    for _ in range(2):
+        lrcore.step(p, g, first)
+    sd = first.state_dict()
+    sd["buffers"] = {k: [b.view(np.uint16).view(_validate.BFLOAT16_BITS) for b in v]
+                     for k, v in sd["buffers"].items()}
+    second = lrcore.Adam()
+    second.load_state_dict(sd)
+    pb = p.view(np.uint16).view(_validate.BFLOAT16_BITS)
+    gb = g.view(np.uint16).view(_validate.BFLOAT16_BITS)
+    for _ in range(2):
+        lrcore.step(pb, gb, second)
+    np.testing.assert_array_equal(bits_of(p), bits_of(straight))
+
+
+def test_last_grad_norm_and_max_grad_norm_in_the_state(backend):
+    state = lrcore.SGD(lr=0.1, max_grad_norm=1.5)
+    assert state.max_grad_norm == 1.5 and state.last_grad_norm is None
+    assert state.state_dict()["hyperparameters"]["max_grad_norm"] == 1.5
+    with pytest.raises(AttributeError):
+        state.max_grad_norm = 2.0
+    lrcore.step(np.zeros(2), np.array([3.0, 4.0]), state, grad_scale=2.0)
+    assert state.last_grad_norm == 2.5
+    assert repr(state).endswith("nonfinite='propagate', max_grad_norm=1.5)")
+
+
+@pytest.mark.parametrize("half", list(HALF_DTYPES))
+def test_zero_dimensional_half_params_round_trip(backend, half):
+    """A 0-d half-precision param: its buffers have its shape, and its state_dict loads."""
+    dtype = HALF_DTYPES[half]
+    p = as_dtype(np.array(1.0), dtype)
+    state = lrcore.Adam(lr=0.1)
+    lrcore.step(p, as_dtype(np.array(0.5), dtype), state)
+    assert [b[0].shape for b in state.buffers.values()] == [(), ()]
+    second = lrcore.Adam()
+    second.load_state_dict(state.state_dict())
+    assert second.state_dict()["arrays"] == [(_validate.format_of(dtype), ())]

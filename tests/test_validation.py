@@ -6,14 +6,25 @@ message, so the two must raise the same error for the same input.
 import math
 import warnings
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 import lrcore
+from lrcore._validate import BFLOAT16_BITS
 
 
 def f32(*shape):
     return np.arange(1, 1 + math.prod(shape), dtype=np.float32).reshape(shape)
+
+
+def bf16(*shape):
+    return f32(*shape).astype(ml_dtypes.bfloat16)
+
+
+def bf16_bits(*shape):
+    """bfloat16 as lrcore.torch passes it: uint16 bit patterns under BFLOAT16_BITS."""
+    return bf16(*shape).view(np.uint16).view(BFLOAT16_BITS)
 
 
 def readonly(a):
@@ -64,6 +75,33 @@ CASES = [
      r"float64, got float16"),
     ("float32 grads for float16 params", f32(3).astype(np.float16), f32(3), None, TypeError,
      r"grads\[0\] must have dtype float16 to match params\[0\] of dtype float16, got float32"),
+    ("bfloat16 grads for float16 params", f32(3).astype(np.float16), bf16(3), None, TypeError,
+     r"grads\[0\] must have dtype float16 to match params\[0\] of dtype float16, got bfloat16"),
+    ("float16 grads for bfloat16 params", bf16(3), f32(3).astype(np.float16), None, TypeError,
+     r"grads\[0\] must have dtype bfloat16 to match params\[0\] of dtype bfloat16, got float16"),
+    ("float32 grads for bfloat16 params", bf16(3), f32(3), None, TypeError,
+     r"grads\[0\] must have dtype bfloat16 to match params\[0\] of dtype bfloat16, got float32"),
+    ("bfloat16-bits params with float32 grads", bf16_bits(3), f32(3), None, TypeError,
+     r"grads\[0\] must have dtype bfloat16 to match params\[0\] of dtype bfloat16, got float32"),
+    ("float16 grads for bfloat16-bits params", bf16_bits(3), f32(3).astype(np.float16), None,
+     TypeError, r"grads\[0\] must have dtype bfloat16 to match params\[0\] of dtype bfloat16, "
+     r"got float16"),
+    ("bfloat16 grads for float64 params", f32(3).astype(np.float64), bf16_bits(3), None,
+     TypeError, r"grads\[0\] must have dtype float64 to match params\[0\] of dtype float64, "
+     r"got bfloat16"),
+    ("float64 grads for float16 params", f32(3).astype(np.float16), f32(3).astype(np.float64),
+     None, TypeError, r"grads\[0\] must have dtype float16 to match params\[0\] of dtype "
+     r"float16, got float64"),
+    ("untagged uint16 grads for float32 params", f32(3), bf16(3).view(np.uint16), None,
+     TypeError, r"grads\[0\] must have dtype float32 or float16 or bfloat16 to match "
+     r"params\[0\] of dtype float32, got uint16"),
+    ("untagged uint16 params", bf16(3).view(np.uint16), bf16(3).view(np.uint16), None,
+     TypeError, r"params\[0\] must have dtype float32, float64, float16 or bfloat16, got uint16"),
+    ("float32 grads for the second, bfloat16 array", [f32(3), bf16(4)], [bf16(3), f32(4)], None,
+     TypeError, r"grads\[1\] must have dtype bfloat16 to match params\[1\] of dtype bfloat16, "
+     r"got float32"),
+    ("unaligned bfloat16 params", np.zeros(7, np.uint8)[1:].view(BFLOAT16_BITS), bf16_bits(3),
+     None, ValueError, r"params\[0\] must be aligned to its 2-byte dtype"),
     ("integer params", np.arange(3), np.arange(3), None, TypeError,
      r"params\[0\] must have dtype float32, float64, float16 or bfloat16, got int64"),
     ("complex params", f32(3).astype(np.complex64), f32(3).astype(np.complex64), None,
@@ -71,6 +109,8 @@ CASES = [
      r"complex64"),
     ("big-endian params", f32(3).astype(">f4"), f32(3).astype(">f4"), None, TypeError,
      r"params\[0\] must be in native byte order, got dtype >f4"),
+    ("big-endian float16 params", f32(3).astype(">f2"), f32(3).astype(">f2"), None, TypeError,
+     r"params\[0\] must be in native byte order, got dtype >f2"),
     ("big-endian grads", f32(3), f32(3).astype(">f4"), None, TypeError,
      r"grads\[0\] must be in native byte order, got dtype >f4"),
     ("params not an array", [1.0, 2.0], [1.0, 2.0], None, TypeError,
@@ -260,7 +300,21 @@ BAD_HYPERPARAMETERS = [
                        (lrcore.AdamW, ("lr", "eps", "weight_decay")))
     for name in names for sign in (1, -1)
 ] + [(lrcore.Adam, dict(betas=(0.9, 10**400)), ValueError,
-      r"betas\[1\] must be a finite number >= 0 and < 1, got an int too large for a float")]
+      r"betas\[1\] must be a finite number >= 0 and < 1, got an int too large for a float")
+] + [   # max_grad_norm: a finite number > 0 (or None), keyword-only, in every optimizer
+    (cls, dict(max_grad_norm=value), exc, message)
+    for cls in (lrcore.SGD, lrcore.Adagrad, lrcore.RMSprop, lrcore.Adam, lrcore.AdamW)
+    for value, exc, message in (
+        (0, ValueError, r"max_grad_norm must be a finite number > 0, got 0.0"),
+        (-1, ValueError, r"max_grad_norm must be a finite number > 0, got -1.0"),
+        (float("nan"), ValueError, r"max_grad_norm must be a finite number, got nan"),
+        (float("inf"), ValueError, r"max_grad_norm must be a finite number, got inf"),
+        (-float("inf"), ValueError, r"max_grad_norm must be a finite number, got -inf"),
+        (10**400, ValueError, r"max_grad_norm must be a finite number, got an int too large"),
+        ("x", TypeError, r"max_grad_norm must be a real number, got str"),
+        (True, TypeError, r"max_grad_norm must be a real number, got bool"),
+        ([1.0], TypeError, r"max_grad_norm must be a real number, got list"))
+]
 
 
 @pytest.mark.parametrize("cls, kwargs, exc, message", BAD_HYPERPARAMETERS,
@@ -275,3 +329,48 @@ def test_setting_an_invalid_lr_keeps_the_old_one():
     with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -1.0"):
         state.lr = -1
     assert state.lr == 0.1
+
+
+def test_max_grad_norm_is_keyword_only():
+    with pytest.raises(TypeError):
+        lrcore.SGD(0.1, 0.0, 0.0, False, 0.0, False, 1.0)      # one positional too many
+
+
+# grad_scale of lrcore.step: a finite real number > 0 (None: 1)
+BAD_GRAD_SCALES = [
+    (0, ValueError, r"grad_scale must be a finite number > 0, got 0.0"),
+    (0.0, ValueError, r"grad_scale must be a finite number > 0, got 0.0"),
+    (-1, ValueError, r"grad_scale must be a finite number > 0, got -1.0"),
+    (-0.0, ValueError, r"grad_scale must be a finite number > 0, got -0.0"),
+    (float("nan"), ValueError, r"grad_scale must be a finite number, got nan"),
+    (float("inf"), ValueError, r"grad_scale must be a finite number, got inf"),
+    (np.float32("inf"), ValueError, r"grad_scale must be a finite number, got inf"),
+    (10**400, ValueError, r"grad_scale must be a finite number, got an int too large"),
+    ("2", TypeError, r"grad_scale must be a real number, got str"),
+    (True, TypeError, r"grad_scale must be a real number, got bool"),
+    (np.array(2.0), TypeError, r"grad_scale must be a real number, got ndarray"),
+    (1j, TypeError, r"grad_scale must be a real number, got complex"),
+]
+
+
+@pytest.mark.parametrize("optimizer", list(STATES))
+@pytest.mark.parametrize("bound", [False, True], ids=["first-step", "bound-state"])
+@pytest.mark.parametrize("value, exc, message", BAD_GRAD_SCALES,
+                         ids=[repr(c[0])[:20] for c in BAD_GRAD_SCALES])
+def test_a_bad_grad_scale_raises_and_changes_nothing(backend, value, exc, message, bound,
+                                                     optimizer):
+    params = [f32(5), bf16(3)]
+    grads = [bf16(5), bf16(3)]
+    state = STATES[optimizer]()
+    if bound:
+        lrcore.step([p.copy() for p in params], grads, state)
+    before = snapshot(params, state)
+    with pytest.raises(exc, match=message):
+        lrcore.step(params, grads, state, grad_scale=value)
+    assert_unchanged(params, state, before)
+    assert state.skipped_steps == 0 and state.last_grad_norm is None
+
+
+def test_grad_scale_is_keyword_only(backend):
+    with pytest.raises(TypeError):
+        lrcore.step(f32(3), f32(3), lrcore.SGD(lr=0.1), 2.0)
