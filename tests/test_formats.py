@@ -299,6 +299,21 @@ def test_reference_narrow_bfloat16_equals_ml_dtypes_and_the_nan_rule(dtype):
     np.testing.assert_array_equal(got[nan], bf16_nan_store(u32(x)[nan]))
 
 
+@pytest.mark.parametrize("shape", [(), (1,), (2, 3), (0,), (0, 4)])
+@pytest.mark.parametrize("dtype", [np.dtype(np.float16), BF16, BITS, np.dtype(np.float32)],
+                         ids=["float16", "bfloat16", "bfloat16-bits", "float32"])
+def test_widen_and_narrow_keep_the_shape(shape, dtype):
+    """Arrays in, arrays of the same shape out, 0-d included (the numpy backend writes the
+    results back with param[...] = ...)."""
+    a = np.full(shape, 0x3F80 if dtype.itemsize == 2 and dtype != np.float16 else 0,
+                np.uint16 if dtype.itemsize == 2 else dtype).view(dtype)
+    w = reference.widen(a)
+    assert isinstance(w, np.ndarray) and w.shape == shape and w.dtype == np.float32
+    n = reference.narrow(w, dtype)
+    assert isinstance(n, np.ndarray) and n.shape == shape and n.dtype == dtype
+    assert u16(n).tolist() == u16(a).tolist() if dtype.itemsize == 2 else np.array_equal(n, a)
+
+
 # -- the tables the two sides share -------------------------------------------------------
 
 def test_the_kernels_instantiate_exactly_the_python_combinations(compiled):
