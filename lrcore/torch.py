@@ -49,7 +49,6 @@ Mixed precision, as torch's fused optimizers (`fused=True`):
   gradient back into .grad, lrcore never writes the grads: after `scaler.step(opt)` they are
   still scaled.
 """
-import math
 import re
 
 import numpy as np
@@ -116,7 +115,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
 
     @max_grad_norm.setter
     def max_grad_norm(self, value):
-        self._max_grad_norm = None if value is None else _positive(value, "max_grad_norm")
+        self._max_grad_norm = _validate.optional_positive(value, "max_grad_norm")
 
     def __getstate__(self):
         # torch.optim.Optimizer pickles (and deep-copies) defaults, state and param_groups
@@ -193,8 +192,8 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
             return 1.0, found_inf
         if torch.is_tensor(scale):
             scale = _scalar(scale, "grad_scale")
-        return _positive(scale, "grad_scale (the loss scale GradScaler set on the optimizer)"), \
-            False
+        return _validate.positive(scale, "grad_scale (the loss scale GradScaler set on the "
+                                          "optimizer)"), False
 
     def _prepare(self, index, group):
         """Check the group's tensors and hyperparameters and set up its update without
@@ -294,14 +293,6 @@ def _scalar(t, name):
     if t.numel() != 1:
         raise ValueError(f"Tensor {name} must be 1-element, got {t.numel()} elements")
     return t.item()
-
-
-def _positive(value, name):
-    """value as a float if it is a finite real number > 0; TypeError / ValueError naming it."""
-    value = _validate.real(value, name, low=-math.inf)
-    if value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
 
 
 def _betas_values(betas):
