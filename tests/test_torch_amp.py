@@ -529,3 +529,18 @@ def test_a_failing_step_with_max_grad_norm_and_grad_scale_changes_nothing(backen
     assert len(opt.state) == 0 and opt.last_grad_norm is None
     assert all("lrcore_step_count" not in g for g in opt.param_groups)
 
+
+
+def test_the_readme_grad_scaler_example_runs_and_prints_what_it_says(capsys):
+    import pathlib
+    import re
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("not run from a checkout")
+    code = re.search(r"```python torch-amp\n(.*?)```", readme.read_text(), flags=re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README GradScaler example", "exec"), namespace)
+    assert capsys.readouterr().out.strip() == str(list(range(8)))
+    opt = namespace["opt"]
+    # every step computed the norm (max_grad_norm) and none was skipped
+    assert opt.last_grad_norm is not None and opt.state[opt.param_groups[0]["params"][0]]["step"] == 300
