@@ -215,39 +215,62 @@ LRC_AVX512 static void lrc_round_f16_avx512(const float *src, uint16_t *dst, ptr
 #define LRC_X86_CONVERSIONS 0
 #endif
 
-/* The conversions of one half format for this CPU. */
+/* The conversions of one half format. */
 typedef struct { lrc_widen_fn widen; lrc_round_fn round; } lrc_conversions;
 
-/* conversions[0] for bfloat16, [1] for float16; chosen at the first call (racing first calls
- * store the same values). */
-static const lrc_conversions *lrc_half_conversions(void)
-{
-    static lrc_conversions table[2];
-    static volatile int ready = 0;
-    if (!ready) {
-        lrc_conversions bf16 = {lrc_widen_bf16_portable, lrc_round_bf16_portable};
-        lrc_conversions f16 = {lrc_widen_f16_portable, lrc_round_f16_portable};
+/* Conversion levels, each a row of lrc_conversion_table: [level][0] bfloat16, [1] float16. */
+enum { LRC_CONVERT_PORTABLE = 0, LRC_CONVERT_AVX2 = 1, LRC_CONVERT_AVX512 = 2 };
+static const char *const lrc_conversion_names[3] = {"portable", "avx2", "avx512f"};
+
 #if LRC_X86_CONVERSIONS
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) {
-            bf16 = (lrc_conversions){lrc_widen_bf16_avx512, lrc_round_bf16_avx512};
-            f16 = (lrc_conversions){lrc_widen_f16_avx512, lrc_round_f16_avx512};
-        } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
-            bf16 = (lrc_conversions){lrc_widen_bf16_avx2, lrc_round_bf16_avx2};
-            f16 = (lrc_conversions){lrc_widen_f16_avx2, lrc_round_f16_avx2};
-        }
+static const lrc_conversions lrc_conversion_table[3][2] = {
+    {{lrc_widen_bf16_portable, lrc_round_bf16_portable},
+     {lrc_widen_f16_portable, lrc_round_f16_portable}},
+    {{lrc_widen_bf16_avx2, lrc_round_bf16_avx2}, {lrc_widen_f16_avx2, lrc_round_f16_avx2}},
+    {{lrc_widen_bf16_avx512, lrc_round_bf16_avx512},
+     {lrc_widen_f16_avx512, lrc_round_f16_avx512}},
+};
+
+/* The best level this CPU runs. */
+static int lrc_conversion_best(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return LRC_CONVERT_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) return LRC_CONVERT_AVX2;
+    return LRC_CONVERT_PORTABLE;
+}
+#else
+static const lrc_conversions lrc_conversion_table[1][2] = {
+    {{lrc_widen_bf16_portable, lrc_round_bf16_portable},
+     {lrc_widen_f16_portable, lrc_round_f16_portable}},
+};
+
+static int lrc_conversion_best(void) { return LRC_CONVERT_PORTABLE; }
 #endif
-        table[0] = bf16;
-        table[1] = f16;
-        ready = 1;
-    }
-    return table;
+
+/* The level in use: the best the CPU runs, chosen at the first use (racing first uses store
+ * the same value), or one set by lrc_set_conversion_level. */
+static int lrc_conversion_level = -1;
+
+static inline int lrc_conversion_in_use(void)
+{
+    if (lrc_conversion_level < 0) lrc_conversion_level = lrc_conversion_best();
+    return lrc_conversion_level;
+}
+
+/* Use `level` (a lower one than the best lets tests run every version on one machine);
+ * -1 restores the best. Returns 0, or -1 when this CPU or build cannot run it. */
+static inline int lrc_set_conversion_level(int level)
+{
+    if (level > lrc_conversion_best()) return -1;
+    lrc_conversion_level = level < 0 ? lrc_conversion_best() : level;
+    return 0;
 }
 
 /* The conversions of half format f (LRC_BFLOAT16 or LRC_FLOAT16). */
 static inline const lrc_conversions *lrc_conversions_of(lrc_format f)
 {
-    return &lrc_half_conversions()[f == LRC_FLOAT16];
+    return &lrc_conversion_table[lrc_conversion_in_use()][f == LRC_FLOAT16];
 }
 
 #endif /* LRCORE_FORMATS_H */
