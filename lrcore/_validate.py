@@ -9,8 +9,25 @@ import numbers
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT64_MAX = 2**63 - 1
+
+# Storage formats, numbered as src/formats.h's lrc_format.
+FORMATS = ("float32", "float64", "float16", "bfloat16")
+
+# The dtype combinations a step takes (API.md's table), as src/kernels.h's LRC_COMBOS:
+# (params, grads, buffers); the math runs in float64 for float64 params, else in float32.
+COMBINATIONS = (
+    ("float64", "float64", "float64"),
+    ("float32", "float32", "float32"),
+    ("float32", "float16", "float32"),
+    ("float32", "bfloat16", "float32"),
+    ("float16", "float16", "float16"),
+    ("bfloat16", "bfloat16", "bfloat16"),
+)
+
+# bfloat16 memory without ml_dtypes (lrcore.torch passes torch.bfloat16 tensors this way): its
+# uint16 bit patterns under a dtype tagged as bfloat16.
+BFLOAT16_BITS = np.dtype(np.uint16, metadata={"lrcore.format": "bfloat16"})
 
 # RuntimeError of a state used again by the thread that is stepping it (its lr callable): the
 # state's lock is held, so waiting for it would never end.
@@ -52,9 +69,10 @@ def check_step(params, grads, signature, buffers):
             continue
         if not isinstance(g, np.ndarray):
             raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {_kind(g)}")
-        if g.dtype != p.dtype:
-            raise TypeError(f"grads[{i}] must have dtype {p.dtype} to match params[{i}], "
-                            f"got {g.dtype}")
+        grad_formats = [c[1] for c in COMBINATIONS if c[0] == format_of(p.dtype)]
+        if format_of(g.dtype) not in grad_formats:
+            raise TypeError(f"grads[{i}] must have dtype {' or '.join(grad_formats)} to match "
+                            f"params[{i}] of dtype {format_of(p.dtype)}, got {dtype_name(g.dtype)}")
         if g.shape != p.shape:
             raise ValueError(f"grads[{i}] must have the shape of params[{i}], {p.shape}, "
                              f"got {g.shape}")
@@ -65,18 +83,20 @@ def check_step(params, grads, signature, buffers):
             raise ValueError(
                 f"params must hold {len(bound)} arrays, as at this state's first step, "
                 f"got {len(params)}")
-        for i, (p, (dtype, shape)) in enumerate(zip(params, bound)):
-            if p.dtype != dtype or p.shape != shape:
+        for i, (p, (fmt, shape)) in enumerate(zip(params, bound)):
+            if format_of(p.dtype) != fmt or p.shape != shape:
                 raise ValueError(
-                    f"params[{i}] must have shape {shape} and dtype {dtype}, as at this "
-                    f"state's first step, got shape {p.shape} and dtype {p.dtype}")
+                    f"params[{i}] must have shape {shape} and dtype {fmt}, as at this "
+                    f"state's first step, got shape {p.shape} and dtype {dtype_name(p.dtype)}")
     for name, arrays in buffers.items():
         for i, (p, b) in enumerate(zip(params, arrays)):
-            if not (isinstance(b, np.ndarray) and b.dtype == p.dtype and b.size == p.size
+            fmt = buffer_format(p.dtype)
+            if not (isinstance(b, np.ndarray) and format_of(b.dtype) == fmt
+                    and b.dtype.isnative and b.size == p.size
                     and b.flags.c_contiguous and b.flags.aligned and b.flags.writeable):
                 raise ValueError(
                     f"state buffer {name}[{i}] no longer matches params[{i}]: expected a "
-                    f"writeable C-contiguous {p.dtype} array of {p.size} elements; "
+                    f"writeable C-contiguous {fmt} array of {p.size} elements; "
                     f"restore the state with load_state_dict()")
     _check_overlaps(params, grads, buffers)
 
@@ -95,8 +115,12 @@ def _check_array(a, name, writeable):
         raise TypeError(f"{name} must be a numpy.ndarray with element-wise arithmetic, got "
                         f"{type(a).__module__}.{_kind(a)}; pass its data as a plain ndarray "
                         f"(np.asarray)")
-    if a.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if format_of(a.dtype) is None:
+        raise TypeError(f"{name} must have dtype float32, float64, float16 or bfloat16, got "
+                        f"{dtype_name(a.dtype)}")
+    if not a.dtype.isnative:
+        raise TypeError(f"{name} must be in native byte order, got dtype {a.dtype.str}; "
+                        f"lrcore updates in place and never converts")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous, got a strided view; lrcore updates "
                          f"in place and never copies (np.ascontiguousarray makes a copy)")
@@ -168,24 +192,74 @@ def nonfinite_error(grads):
                               f"nonfinite='raise' nothing was updated")
 
 
+def format_of(dtype):
+    """The storage format name of a dtype ("float32", "float64", "float16", "bfloat16"), or
+    None for any other. bfloat16 is recognized without importing ml_dtypes: its dtype (a
+    2-byte numpy extension type named bfloat16), or BFLOAT16_BITS."""
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8) and dtype.type in (
+            np.float16, np.float32, np.float64):
+        return FORMATS[(4, 8, 2).index(dtype.itemsize)]
+    if dtype.itemsize == 2 and (
+            (dtype.kind == "V" and dtype.type.__name__ == "bfloat16" and dtype.fields is None)
+            or (dtype.kind == "u" and (dtype.metadata or {}).get("lrcore.format") == "bfloat16")):
+        return "bfloat16"
+    return None
+
+
+def buffer_format(dtype):
+    """The format of the state buffers a param of this dtype gets (COMBINATIONS)."""
+    fmt = format_of(dtype)
+    return next(c[2] for c in COMBINATIONS if c[0] == fmt)
+
+
+def dtype_name(dtype):
+    """How messages name a dtype: its storage format if it has one, else numpy's name."""
+    return format_of(dtype) or str(dtype)
+
+
+def dtype_of(fmt):
+    """A numpy dtype for arrays of format `fmt`: numpy's own, or for bfloat16 ml_dtypes'
+    when it is loaded (a user holding bfloat16 arrays has loaded it), else BFLOAT16_BITS."""
+    if fmt != "bfloat16":
+        return np.dtype(fmt)
+    try:
+        dtype = np.dtype("bfloat16")
+    except TypeError:
+        return BFLOAT16_BITS
+    return dtype if format_of(dtype) == "bfloat16" else BFLOAT16_BITS
+
+
 def signature_of(arrays):
     """The int64 record of the arrays a state is bound to, from (dtype, shape) pairs:
-    typenum, ndim, dims... per array; the compiled checks read it directly."""
+    format number (FORMATS), ndim, dims... per array; the compiled checks read it directly."""
     record = []
     for dtype, shape in arrays:
-        record += [dtype.num, len(shape), *shape]
+        record += [FORMATS.index(format_of(dtype)), len(shape), *shape]
     return np.array(record, dtype=np.int64)
 
 
 def describe(signature):
-    """Decode signature_of() back into [(dtype, shape), ...]."""
+    """Decode signature_of() back into [(format name, shape), ...]."""
     out, pos, record = [], 0, signature.tolist()
     while pos < len(record):
-        typenum, ndim = record[pos], record[pos + 1]
-        dtype = next(d for d in FLOAT_DTYPES if d.num == typenum)
-        out.append((dtype, tuple(record[pos + 2:pos + 2 + ndim])))
+        fmt, ndim = record[pos], record[pos + 1]
+        out.append((FORMATS[fmt], tuple(record[pos + 2:pos + 2 + ndim])))
         pos += 2 + ndim
     return out
+
+
+def positive(value, name):
+    """Return `value` as a float if it is a finite real number > 0 (grad_scale,
+    max_grad_norm); TypeError / ValueError naming `name` otherwise."""
+    value = real(value, name, low=-math.inf)
+    if not value > 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def optional_positive(value, name):
+    """None, or positive(value, name)."""
+    return None if value is None else positive(value, name)
 
 
 def real(value, name, *, low=0.0, high=math.inf, high_open=False):

@@ -34,7 +34,7 @@ import zlib
 
 import numpy as np
 
-from lrcore import optimizers, schedules
+from lrcore import _validate, optimizers, schedules
 
 FORMAT = "lrcore-checkpoint/1"
 _CLASSES = {cls.__name__: cls for cls in (optimizers.SGD, optimizers.Adagrad,
@@ -75,7 +75,9 @@ def save(state, path):
     arrays = {"lrcore": np.array(json.dumps(header))}
     for name, buffers in sd["buffers"].items():
         for i, b in enumerate(buffers):
-            arrays[f"buffer:{name}:{i}"] = b
+            # bfloat16 as its bit patterns: .npy has no bfloat16 (the header says what it is)
+            arrays[f"buffer:{name}:{i}"] = b.view(np.uint16) if b.dtype.itemsize == 2 \
+                and _validate.format_of(b.dtype) == "bfloat16" else b
     target = os.path.realpath(path)         # through a symlink: the link stays a link
     directory, name = os.path.split(target)
     _remove_stale_temporaries(directory, name)
@@ -268,15 +270,19 @@ def _read_archive(archive, file_size):
         if index >= len(arrays):
             raise ValueError(f"member {m.filename!r} has no entry in the header's 'arrays'")
         want = arrays[index]
-        if not (isinstance(want, list) and len(want) == 2 and want[0] in ("float32", "float64")
+        if not (isinstance(want, list) and len(want) == 2 and want[0] in _validate.FORMATS
                 and isinstance(want[1], list)):
-            raise ValueError(f"the header's arrays[{index}] is not a (float32 or float64, "
-                             f"shape) pair")
+            raise ValueError(f"the header's arrays[{index}] is not a "
+                             f"({' / '.join(_validate.FORMATS)}, shape) pair")
+        fmt = _validate.buffer_format(_validate.dtype_of(want[0]))
+        stored = np.dtype("<u2") if fmt == "bfloat16" else np.dtype(fmt).newbyteorder("<")
 
-        def is_expected(dtype, shape, want=want):
-            return dtype == np.dtype(want[0]) and list(shape) == want[1]
-        found.setdefault(name, {})[index] = _read_member(
-            archive, m, is_expected, f"a {want[0]} array of shape {tuple(want[1])}")
+        def is_expected(dtype, shape, want=want, stored=stored):
+            return dtype == stored and list(shape) == want[1]
+        data = _read_member(archive, m, is_expected, f"a {stored} array of shape "
+                            f"{tuple(want[1])}{' (bfloat16 bits)' if fmt == 'bfloat16' else ''}")
+        found.setdefault(name, {})[index] = data.astype(data.dtype.newbyteorder("="), copy=False) \
+            .view(_validate.dtype_of(fmt))
     buffers = {}
     for name, by_index in found.items():
         if len(by_index) != len(arrays):

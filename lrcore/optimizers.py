@@ -35,33 +35,36 @@ class Optimizer:
             setattr(cls, name, property(lambda self, name=name: self._hyper[name],
                                         doc=f"{name} (read-only; load_state_dict sets it)"))
 
-    def __init__(self, lr, nonfinite="propagate", **hyper):
+    def __init__(self, lr, nonfinite="propagate", max_grad_norm=None, **hyper):
         if nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}, "
                              f"got {nonfinite!r}")
+        max_grad_norm = _validate.optional_positive(max_grad_norm, "max_grad_norm")
         self._hyper = hyper = {name: self._checks[name](value, name)
                                for name, value in hyper.items()}
         self._update_hyper = {k: v for k, v in hyper.items() if k not in self._init_only}
         hyper["nonfinite"] = nonfinite
+        hyper["max_grad_norm"] = max_grad_norm
         kernels = _backend._kernels
         if kernels is None:
-            self._core = _Core(NONFINITE[nonfinite])
+            self._core = _Core(NONFINITE[nonfinite], max_grad_norm or 0.0)
         else:
             values = self._kernel_values()
             self._core = kernels.StepCore(self._kernel_kind, tuple(
-                values.get(name, 0) for name in kernels.HYPER_FIELDS), NONFINITE[nonfinite])
+                values.get(name, 0) for name in kernels.HYPER_FIELDS), NONFINITE[nonfinite],
+                max_grad_norm or 0.0)
         self.lr = lr
 
     # -- the step --------------------------------------------------------------------
 
-    def _step(self, params, grads):
+    def _step(self, params, grads, grad_scale=1.0):
         """The step in Python: the first step (which binds the state), the numpy backend, and
         whatever the compiled entry point leaves to it (lrcore.step). Serialized with every
         other step on this state by the state's lock."""
         params, grads = _validate.as_lists(params, grads)
-        return self._core.locked(self._step_locked, params, grads)
+        return self._core.locked(self._step_locked, params, grads, grad_scale)
 
-    def _step_locked(self, params, grads):
+    def _step_locked(self, params, grads, grad_scale):
         core = self._core
         binding = core.signature is None
         calls = core.step_count + core.skipped_steps
@@ -70,10 +73,10 @@ class Optimizer:
                 _validate.check_step(params, grads, None, {})
                 core.bind(_validate.signature_of((p.dtype, p.shape) for p in params),
                           np.zeros(len(params), dtype=np.int64),
-                          {name: [np.full_like(p, self._buffer_start(name)) for p in params]
+                          {name: [self._new_buffer(p, name) for p in params]
                            for name in self._buffers_needed()})
             lr = self._lr_at(core.step_count)
-            updated = self._update(params, grads, lr)
+            updated = self._update(params, grads, lr, grad_scale)
         except BaseException:
             # the update commits its counts with its writes, so unchanged counts mean that
             # nothing was written (even when a KeyboardInterrupt lands after the update)
@@ -86,57 +89,76 @@ class Optimizer:
             return 0.0
         return lr
 
-    def _update(self, params, grads, lr):
+    def _update(self, params, grads, lr, grad_scale=1.0, clip_coef=None):
         """The bound core's update on the active backend, after every check, counted
         (step_count, array_steps; skipped_steps for a skip); False if skipped for non-finite
-        gradients under nonfinite="skip"."""
+        gradients under nonfinite="skip". The grads are used as g·(1 / grad_scale)·coef,
+        coef = clip_coef if given, else this call's clipping coefficient (max_grad_norm)."""
         core = self._core
         if _backend.active == "cython":
-            return core.run(params, grads, lr)
+            return core.run(params, grads, lr, grad_scale, clip_coef)
         _validate.check_step(params, grads, core.signature, core.buffers)
         _validate.check_counts(core.step_count, core.skipped_steps, core.array_steps.tolist(),
                                grads, core.nonfinite == NONFINITE["skip"])
-        return self._reference_update(params, grads, lr)
+        return self._reference_update(params, grads, lr, grad_scale, clip_coef)
 
-    def _reference_update(self, params, grads, lr):
+    def _reference_update(self, params, grads, lr, grad_scale, clip_coef):
         """The numpy backend's update (after the checks), all or nothing: every array's new
         values are computed into copies first, so an exception part-way (np.seterr(all=
         "raise"), MemoryError, Ctrl-C) leaves params and buffers untouched; then the copies
         and counts are committed by _commit. False if skipped for non-finite gradients under
-        nonfinite="skip"."""
+        nonfinite="skip". The same decisions as StepCore.run (src/_kernels.pyx)."""
         core = self._core
-        if core.nonfinite != NONFINITE["propagate"] and not _validate.all_finite(grads):
+        coef, norm = 1.0 if clip_coef is None else clip_coef, None
+        if clip_coef is None and core.max_grad_norm > 0:
+            sumsq, finite = reference.grad_sumsq(grads)
+            norm = math.sqrt(sumsq) / grad_scale
+            coef = clip_coefficient(norm, core.max_grad_norm)
+        else:
+            finite = core.nonfinite == NONFINITE["propagate"] or _validate.all_finite(grads)
+        if not finite and core.nonfinite != NONFINITE["propagate"]:
             if core.nonfinite == NONFINITE["raise"]:
                 raise _validate.nonfinite_error(grads)
-            _commit([lambda n=core.skipped_steps + 1: setattr(core, "skipped_steps", n)])
+            skip = [lambda n=core.skipped_steps + 1: setattr(core, "skipped_steps", n)]
+            if norm is not None:
+                skip.append(lambda: setattr(core, "last_grad_norm", norm))
+            _commit(skip)
             return False
+        factor = (1.0 / grad_scale) * coef
         writes = []     # (target, new value)
         counts = []     # (index, new count)
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
-            # base-class views: ndarray arithmetic whatever the subclass (e.g. numpy.memmap)
-            new_p = np.array(p, copy=True, subok=False)
-            new_buffers = {name: arrays[i].copy() for name, arrays in core.buffers.items()}
-            self._reference(new_p, g.view(np.ndarray), step=int(core.array_steps[i]), lr=lr,
+            # copies in the type the update computes in (base-class arrays whatever the
+            # subclass, e.g. numpy.memmap), rounded back to each array's storage below
+            new_p = reference.widen(p)
+            new_g = reference.widen(g)
+            new_g = new_g * new_g.dtype.type(factor)
+            new_buffers = {name: reference.widen(arrays[i]) for name, arrays in core.buffers.items()}
+            self._reference(new_p, new_g, step=int(core.array_steps[i]), lr=lr,
                             **new_buffers, **self._update_hyper)
-            writes.append((p, new_p))
-            writes += [(core.buffers[name][i], new) for name, new in new_buffers.items()]
+            writes.append((p, reference.narrow(new_p, p.dtype)))
+            writes += [(core.buffers[name][i], reference.narrow(new, core.buffers[name][i].dtype))
+                       for name, new in new_buffers.items()]
             counts.append((i, int(core.array_steps[i]) + 1))
         steps = core.array_steps        # in place: the core owns the array
         _commit([lambda t=t, v=v: np.copyto(t, v) for t, v in writes]
                 + [lambda i=i, n=n: steps.__setitem__(i, n) for i, n in counts]
-                + [lambda n=core.step_count + 1: setattr(core, "step_count", n)])
+                + [lambda n=core.step_count + 1: setattr(core, "step_count", n)]
+                + ([] if norm is None else [lambda: setattr(core, "last_grad_norm", norm)]))
         return True
 
-    def _update_external(self, params, grads, buffers, array_steps, lr):
+    def _update_external(self, params, grads, buffers, array_steps, lr, grad_scale=1.0,
+                         clip_coef=None):
         """One update of arrays whose buffers and per-array counts live elsewhere (lrcore.torch
         keeps them in torch.optim's state): bind the core to them for this call, run the step,
-        leave everything updated in place (array_steps incremented). Checks as a step does."""
+        leave everything updated in place (array_steps incremented). Checks as a step does.
+        grad_scale and clip_coef as in _update; False if skipped (nonfinite="skip")."""
         core = self._core
         core.bind(_validate.signature_of((p.dtype, p.shape) for p in params), array_steps, buffers)
         try:
-            self._update(params, grads, lr)
+            return self._update(params, grads, lr, grad_scale, clip_coef)
         finally:
             core.unbind()
 
@@ -147,6 +169,12 @@ class Optimizer:
     def _buffer_start(self, name):
         """The value a buffer starts at."""
         return 0.0
+
+    def _new_buffer(self, p, name):
+        """Buffer `name` for param p: its storage format (COMBINATIONS), at its start value."""
+        dtype = p.dtype if _validate.format_of(p.dtype) == _validate.buffer_format(p.dtype) \
+            else _validate.dtype_of(_validate.buffer_format(p.dtype))
+        return reference.full(p, self._buffer_start(name), dtype)
 
     def _kernel_values(self):
         """Hyperparameters by the kernels' field names (_kernels.HYPER_FIELDS); absent ones are 0."""
@@ -201,6 +229,18 @@ class Optimizer:
         return self._core.step_count
 
     @property
+    def max_grad_norm(self):
+        """The global gradient-norm bound of every step (None: no clipping; read-only)."""
+        return self._hyper["max_grad_norm"]
+
+    @property
+    def last_grad_norm(self):
+        """The gradient norm (before clipping, of g / grad_scale) of the last step that
+        computed one (max_grad_norm set; a step skipped for non-finite gradients included),
+        else None."""
+        return self._core.last_grad_norm
+
+    @property
     def skipped_steps(self):
         """Steps skipped under nonfinite="skip" (they leave step_count alone)."""
         return self._core.skipped_steps
@@ -243,7 +283,7 @@ class Optimizer:
             "step_count": core.step_count,
             "skipped_steps": core.skipped_steps,
             "array_steps": core.array_steps.tolist(),
-            "arrays": [(dtype.name, shape) for dtype, shape in arrays],
+            "arrays": [(fmt, shape) for fmt, shape in arrays],
             "buffers": {name: [b.copy() for b in bufs] for name, bufs in core.buffers.items()},
         }
 
@@ -291,19 +331,17 @@ class Optimizer:
         arrays = []
         for entry in entries:
             try:
-                dtype, shape = entry
-                dtype = None if dtype is None else np.dtype(dtype)
+                fmt, shape = entry
+                fmt = fmt if fmt in _validate.FORMATS else None     # names, as state_dict()
                 shape = tuple(shape)
             except (TypeError, ValueError, KeyError):
-                dtype, shape = None, (-1,)
-            # None is refused first: np.dtype(None) is float64, and float64 == None holds
-            if (dtype is None or dtype not in _validate.FLOAT_DTYPES
-                    or not all(is_count(n) for n in shape)
+                fmt, shape = None, (-1,)
+            if (fmt is None or not all(is_count(n) for n in shape)
                     or math.prod(shape) > int64_max):
-                raise ValueError("state_dict['arrays'] must list (float32 or float64, shape) "
-                                 "pairs, each shape a tuple of ints >= 0 whose product fits "
-                                 "int64")
-            arrays.append((dtype, tuple(int(n) for n in shape)))
+                raise ValueError(f"state_dict['arrays'] must list (dtype name, shape) pairs, "
+                                 f"the dtype one of {', '.join(_validate.FORMATS)}, each shape "
+                                 f"a tuple of ints >= 0 whose product fits int64")
+            arrays.append((fmt, tuple(int(n) for n in shape)))
         steps = state_dict["array_steps"]
         if (not isinstance(steps, (list, tuple)) or len(steps) != len(arrays)
                 or not all(is_count(s) for s in steps)):
@@ -314,19 +352,22 @@ class Optimizer:
         if not isinstance(buffers, dict) or sorted(buffers) != sorted(needed):
             raise ValueError(f"state_dict['buffers'] must hold {list(needed)} for these options, "
                              f"got {list(buffers) if isinstance(buffers, dict) else buffers!r}")
+        kinds = [_validate.buffer_format(_validate.dtype_of(fmt)) for fmt, _ in arrays]
         for key in needed:
             bufs = buffers[key]
             if not isinstance(bufs, (list, tuple)) or len(bufs) != len(arrays) or any(
-                    not isinstance(b, np.ndarray) or b.dtype != dtype or b.shape != shape
-                    for b, (dtype, shape) in zip(bufs, arrays)):
+                    not isinstance(b, np.ndarray) or _validate.format_of(b.dtype) != kind
+                    or not b.dtype.isnative or b.shape != shape
+                    for b, kind, (_, shape) in zip(bufs, kinds, arrays)):
                 raise ValueError(f"state_dict['buffers'][{key!r}] must hold one array per "
                                  f"param, of shapes and dtypes "
-                                 f"{[(d.name, s) for d, s in arrays]}")
+                                 f"{[(k, s) for k, (_, s) in zip(kinds, arrays)]}")
         core = fresh._core
         core.step_count = int(state_dict["step_count"])
         core.skipped_steps = int(state_dict.get("skipped_steps", 0))
         if arrays:
-            core.bind(_validate.signature_of(arrays), np.array(steps, dtype=np.int64),
+            core.bind(_validate.signature_of((_validate.dtype_of(f), s) for f, s in arrays),
+                      np.array(steps, dtype=np.int64),
                       {key: [np.array(b, order="C", copy=True) for b in buffers[key]]
                        for key in needed})
         # under the current core's lock: a step running in another thread finishes first
@@ -370,11 +411,13 @@ class _Core:
     """A state's counts, binding, buffers and lock when the compiled kernels are absent: the
     same attributes as the compiled StepCore (src/_kernels.pyx), for the numpy backend."""
 
-    def __init__(self, nonfinite=0):
+    def __init__(self, nonfinite=0, max_grad_norm=0.0):
         self.lr = None
         self.step_count = 0
         self.skipped_steps = 0
         self.nonfinite = nonfinite
+        self.max_grad_norm = max_grad_norm
+        self.last_grad_norm = None
         self._lock = threading.Lock()
         self._owner = None
         self.unbind()
@@ -406,12 +449,32 @@ class _Core:
         self.signature, self.array_steps, self.buffers = None, np.zeros(0, dtype=np.int64), {}
 
 
-def python_step(params, grads, state):
+def python_step(params, grads, state, *, grad_scale=None):
     """lrcore.step without the compiled entry point (and its fallback for what that leaves)."""
+    grad_scale = 1.0 if grad_scale is None else _validate.positive(grad_scale, "grad_scale")
     if not isinstance(state, Optimizer):
         raise TypeError(f"state must be an lrcore optimizer state such as lrcore.SGD(...), "
                         f"got {type(state).__name__}")
-    return state._step(params, grads)
+    return state._step(params, grads, grad_scale)
+
+
+def clip_coefficient(norm, max_grad_norm):
+    """torch.nn.utils.clip_grad_norm_'s coefficient: min(1, max_grad_norm / (norm + 1e-6)),
+    in float64; a NaN norm gives NaN (torch's clamp propagates it), an infinite one 0."""
+    coef = max_grad_norm / (norm + 1e-6)
+    return 1.0 if coef > 1.0 else coef
+
+
+def grad_norm(grads, grad_scale=1.0):
+    """(‖g / grad_scale‖₂ over every non-None array of `grads`, whether all are finite): the
+    norm a clipping step computes, in float64 and the kernels' fixed summation order (the
+    same for any thread count and either backend)."""
+    kernels = _backend._kernels
+    if _backend.active == "cython":
+        sumsq, finite = kernels.grad_sumsq(list(grads))
+    else:
+        sumsq, finite = reference.grad_sumsq(grads)
+    return math.sqrt(sumsq) / grad_scale, finite
 
 
 _real, _flag = _validate.real, _validate.flag
@@ -440,8 +503,8 @@ class SGD(Optimizer):
                    maximize=_flag)
 
     def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, maximize=False, *, nonfinite="propagate"):
-        super().__init__(lr, nonfinite, momentum=momentum, dampening=dampening,
+                 weight_decay=0.0, maximize=False, *, nonfinite="propagate", max_grad_norm=None):
+        super().__init__(lr, nonfinite, max_grad_norm, momentum=momentum, dampening=dampening,
                          nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
         h = self._hyper
         if h["nesterov"] and (h["momentum"] == 0 or h["dampening"] != 0):
@@ -468,8 +531,8 @@ class Adagrad(Optimizer):
                    eps=_real, maximize=_flag)
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, maximize=False, *, nonfinite="propagate"):
-        super().__init__(lr, nonfinite, lr_decay=lr_decay, weight_decay=weight_decay,
+                 eps=1e-10, maximize=False, *, nonfinite="propagate", max_grad_norm=None):
+        super().__init__(lr, nonfinite, max_grad_norm, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps,
                          maximize=maximize)
 
@@ -497,8 +560,8 @@ class RMSprop(Optimizer):
                    maximize=_flag)
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False, *, nonfinite="propagate"):
-        super().__init__(lr, nonfinite, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                 centered=False, maximize=False, *, nonfinite="propagate", max_grad_norm=None):
+        super().__init__(lr, nonfinite, max_grad_norm, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
 
@@ -523,8 +586,8 @@ class Adam(Optimizer):
     _checks = dict(betas=_betas, eps=_real, weight_decay=_real, amsgrad=_flag, maximize=_flag)
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, *, nonfinite="propagate"):
-        super().__init__(lr, nonfinite, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                 maximize=False, *, nonfinite="propagate", max_grad_norm=None):
+        super().__init__(lr, nonfinite, max_grad_norm, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize)
 
 
@@ -545,5 +608,6 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False, *, nonfinite="propagate"):
-        super().__init__(lr, betas, eps, weight_decay, amsgrad, maximize, nonfinite=nonfinite)
+                 amsgrad=False, maximize=False, *, nonfinite="propagate", max_grad_norm=None):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, maximize, nonfinite=nonfinite,
+                         max_grad_norm=max_grad_norm)

@@ -6,10 +6,94 @@ per-call scalars are computed in float64 and cast once to the array's dtype, the
 element operation runs in that dtype, one numpy operation at a time. The compiled kernels
 (src/kernels_impl.h) perform the same operations in the same order, so on the same inputs
 the two agree bit for bit.
+
+Half-precision storage (float16, bfloat16) is handled around those functions: `widen` gives
+the float32 values to compute on (exactly), `narrow` rounds results back to the storage
+format (round to nearest even; a NaN is stored quieted with its sign and top payload bits,
+the rule of src/formats.h), here on numpy's own float16 conversion and on bfloat16 bit
+patterns. `grad_sumsq` is the gradient norm's sum of squares in the kernels' fixed order.
 """
 import math
 
 import numpy as np
+
+from lrcore._validate import format_of
+
+# The norm's summation order: chunks of CHUNK elements per array (src/kernels.h LRC_CHUNK),
+# LANES running sums per chunk (LRC_LANES).
+CHUNK, LANES = 32768, 16
+
+
+def widen(a):
+    """A new array of a's values in the type the update computes in: float32 for float16 and
+    bfloat16 storage (exact), else a copy in a's own dtype."""
+    fmt = format_of(a.dtype)
+    if fmt == "bfloat16":
+        return (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    if fmt == "float16":
+        return a.astype(np.float32)
+    return np.array(a, copy=True, subok=False)
+
+
+def _nan_bits(x, shift, quiet):
+    """For each NaN of float32 x: its sign, all-ones exponent, quiet bit and top payload bits
+    at the width of the target format (shift: the bits dropped), as uint16."""
+    u = x.view(np.uint32)
+    sign = (u >> np.uint32(16)) & np.uint32(0x8000)
+    if shift == 16:         # bfloat16: the top half, quieted
+        return ((u >> np.uint32(16)) | np.uint32(quiet)).astype(np.uint16)
+    payload = (u >> np.uint32(shift)) & np.uint32(0x3FF)
+    return (sign | np.uint32(0x7C00 | quiet) | payload).astype(np.uint16)
+
+
+def narrow(x, dtype):
+    """x (computed values) rounded to storage of `dtype`, as a new array of that dtype."""
+    fmt = format_of(dtype)
+    if fmt not in ("float16", "bfloat16"):
+        return x.astype(dtype, copy=False)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    nan = np.isnan(x)
+    if fmt == "float16":
+        bits = x.astype(np.float16).view(np.uint16)
+        bits = np.where(nan, _nan_bits(x, 13, 0x200), bits)
+    else:
+        u = x.view(np.uint32)
+        # round to nearest even on the bit pattern: add 0x7fff plus the lowest kept bit
+        rounded = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
+                   >> np.uint32(16)).astype(np.uint16)
+        bits = np.where(nan, _nan_bits(x, 16, 0x40), rounded)
+    return bits.astype(np.uint16).view(dtype)
+
+
+def full(like, value, dtype):
+    """An array of like's shape and `dtype`, every element `value` stored in that dtype."""
+    return narrow(np.full(like.shape, value, dtype=np.float64 if format_of(dtype) == "float64"
+                          else np.float32), dtype)
+
+
+def grad_sumsq(grads):
+    """(Σ g², all finite) over the non-None grads, in float64, in the kernels' order: per
+    array, per chunk of CHUNK elements, element i of the chunk adds its square to running sum
+    i mod LANES; the LANES sums are added pairwise (j + j + 8, then + 4, + 2, + 1); the chunk
+    sums are added in order."""
+    total, finite = 0.0, True
+    for g in grads:
+        if g is None:
+            continue
+        x = widen(g).astype(np.float64).ravel()
+        finite = finite and bool(np.isfinite(x).all())
+        for start in range(0, x.size, CHUNK):
+            c = x[start:start + CHUNK]
+            sq = np.concatenate([c * c, np.zeros(-c.size % LANES)]).reshape(-1, LANES)
+            # a reduction over the outer axis adds row after row: each lane in element order
+            # (tests/test_reference.py checks this against an explicit loop)
+            lanes = np.add.reduce(sq, axis=0)
+            width = LANES // 2
+            while width:
+                lanes = lanes[:width] + lanes[width:2 * width]
+                width //= 2
+            total += float(lanes[0])
+    return total, finite
 
 
 def sgd(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0, dampening=0.0,

@@ -11,15 +11,18 @@ from libc.stdint cimport int64_t, INT64_MAX
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, NOWAIT_LOCK,
                                WAIT_LOCK)
-from libc.math cimport isfinite
+from libc.math cimport isfinite, sqrt
 from libc.stdlib cimport malloc, free
 import numpy as np
 cimport numpy as cnp
 
-from kernels cimport (lrc_hyper, lrc_array, lrc_kind, LRC_FLOAT32, LRC_FLOAT64,
-                      LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM, lrc_required_buffers,
-                      lrc_run, lrc_all_finite, lrc_isa_dispatched, LRC_ISA_COMPILED, LRC_COMPILER,
-                      LRC_THREADING, LRC_MAX_THREADS, lrc_pool_workers)
+from kernels cimport (lrc_hyper, lrc_array, lrc_kind, lrc_format, LRC_FLOAT32, LRC_FLOAT64,
+                      LRC_FLOAT16, LRC_BFLOAT16, LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM,
+                      lrc_required_buffers, lrc_run, lrc_all_finite, lrc_grad_sumsq,
+                      lrc_combination_supported, LRC_CHUNK, LRC_LANES, lrc_isa_dispatched,
+                      LRC_ISA_COMPILED, LRC_COMPILER, LRC_THREADING, LRC_MAX_THREADS,
+                      lrc_pool_workers)
+from lrcore._validate import BFLOAT16_BITS, FORMATS
 from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value
 
 cdef extern from "overlap.h" nogil:
@@ -35,11 +38,23 @@ cnp.import_array()
 
 cdef extern from "numpy/arrayobject.h":
     bint PyArray_ISNOTSWAPPED(cnp.ndarray)
+    int NPY_USERDEF
 
 cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident()
 
 MAX_THREADS = LRC_MAX_THREADS
+# The norm's summation order (lrcore/reference.py's grad_sumsq follows it).
+CHUNK, LANES = LRC_CHUNK, LRC_LANES
+
+
+def combinations():
+    """The (params, grads, buffers) format combinations the kernels have loops for, by
+    format name (src/kernels.h's LRC_COMBOS; lrcore._validate.COMBINATIONS must equal it)."""
+    n = len(FORMATS)
+    return [(FORMATS[p], FORMATS[g], FORMATS[b]) for p in range(n) for g in range(n)
+            for b in range(n)
+            if lrc_combination_supported(<lrc_format>p, <lrc_format>g, <lrc_format>b)]
 
 # Optimizer kinds (lrc_kind); lrcore/optimizers.py passes these to step(). AdamW is ADAM
 # with decoupled_weight_decay set.
@@ -126,18 +141,46 @@ cdef class CompiledSchedule:
         return out
 
 
-cdef inline bint _float_array(object obj, int typenum, int flags) except -1:
-    """obj is an ndarray of typenum in native byte order with all of `flags` set, and not of a
-    subclass whose arithmetic differs from ndarray's (lrcore._validate.refused_subclass)."""
+cdef int _bfloat16_typenum = -1     # ml_dtypes' bfloat16 type number, once seen
+
+
+cdef int _format_of(cnp.ndarray a) except -2:
+    """a's storage format (lrc_format), or -1 for a dtype the kernels do not store. The
+    builtin float types and a bfloat16 seen before are recognized by type number; anything
+    else is asked of lrcore._validate.format_of once (and a bfloat16 remembered)."""
+    global _bfloat16_typenum
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    if typenum == cnp.NPY_FLOAT32:
+        return LRC_FLOAT32
+    if typenum == cnp.NPY_FLOAT64:
+        return LRC_FLOAT64
+    if typenum == cnp.NPY_FLOAT16:
+        return LRC_FLOAT16
+    if typenum == _bfloat16_typenum or <object>cnp.PyArray_DESCR(a) is BFLOAT16_BITS:
+        return LRC_BFLOAT16
+    from lrcore._validate import format_of
+    fmt = format_of(a.dtype)
+    if fmt is None:
+        return -1
+    if fmt == "bfloat16" and typenum >= NPY_USERDEF:
+        _bfloat16_typenum = typenum
+    return FORMATS.index(fmt)
+
+
+cdef inline int _stored_array(object obj, int flags) except -2:
+    """The storage format of obj if it is an ndarray the kernels can run on (a stored
+    format, native byte order, all of `flags` set, not of a subclass whose arithmetic differs
+    from ndarray's: lrcore._validate.refused_subclass), else -1."""
     if not cnp.PyArray_Check(obj):
-        return False
+        return -1
     if type(obj) is not cnp.ndarray:
         from lrcore._validate import refused_subclass
         if refused_subclass(obj):
-            return False
+            return -1
     cdef cnp.ndarray a = <cnp.ndarray>obj
-    return (cnp.PyArray_TYPE(a) == typenum and PyArray_ISNOTSWAPPED(a)
-            and (cnp.PyArray_FLAGS(a) & flags) == flags)
+    if not PyArray_ISNOTSWAPPED(a) or (cnp.PyArray_FLAGS(a) & flags) != flags:
+        return -1
+    return _format_of(a)
 
 
 cdef inline void _add_span(Span *spans, Py_ssize_t *count, cnp.ndarray a, int written) noexcept:
@@ -157,7 +200,7 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
     cdef Py_ssize_t siglen = cnp.PyArray_SIZE(signature)
     cdef const int64_t *sig = <const int64_t *>cnp.PyArray_DATA(signature)
     cdef const int64_t *steps = <const int64_t *>cnp.PyArray_DATA(array_steps)
-    cdef int typenum, ndim
+    cdef int fmt, gfmt, ndim
     cdef int rw = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED | cnp.NPY_ARRAY_WRITEABLE
     cdef int ro = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
     cdef cnp.ndarray p, g, b
@@ -165,14 +208,14 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
     if len(grads) != n or cnp.PyArray_SIZE(array_steps) != n:
         return False
     for i in range(n):
-        # signature record of array i: typenum, ndim, dims...
+        # signature record of array i: format, ndim, dims...
         if pos + 2 > siglen:
             return False
-        typenum = <int>sig[pos]
+        fmt = <int>sig[pos]
         ndim = <int>sig[pos + 1]
         if pos + 2 + ndim > siglen:
             return False
-        if not _float_array(params[i], typenum, rw):
+        if _stored_array(params[i], rw) != fmt:
             return False
         p = <cnp.ndarray>params[i]
         if cnp.PyArray_NDIM(p) != ndim:
@@ -184,14 +227,18 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
         pos += 2 + ndim
         arrays[i].param = cnp.PyArray_DATA(p)
         arrays[i].step = steps[i]
-        arrays[i].dtype = LRC_FLOAT32 if typenum == cnp.NPY_FLOAT32 else LRC_FLOAT64
+        # buffers are stored as their params (the LRC_COMBOS rows); grads vary
+        arrays[i].pfmt = arrays[i].gfmt = arrays[i].bfmt = <lrc_format>fmt
         _add_span(spans, &nspans, p, 1)
         if grads[i] is None:            # a frozen parameter: this call leaves it alone
             arrays[i].grad = NULL
             arrays[i].n = 0
         else:
-            if not _float_array(grads[i], typenum, ro):
+            gfmt = _stored_array(grads[i], ro)
+            if gfmt < 0 or not lrc_combination_supported(<lrc_format>fmt, <lrc_format>gfmt,
+                                                          <lrc_format>fmt):
                 return False
+            arrays[i].gfmt = <lrc_format>gfmt
             g = <cnp.ndarray>grads[i]
             if cnp.PyArray_NDIM(g) != ndim:
                 return False
@@ -207,7 +254,7 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
             if slots[j] is None:
                 continue
             # the buffers are the state's own; checked anyway, since they are written
-            if len(<list>slots[j]) != n or not _float_array((<list>slots[j])[i], typenum, rw):
+            if len(<list>slots[j]) != n or _stored_array((<list>slots[j])[i], rw) != fmt:
                 return False
             b = <cnp.ndarray>(<list>slots[j])[i]
             if cnp.PyArray_SIZE(b) != cnp.PyArray_SIZE(p):
@@ -263,14 +310,19 @@ cdef class StepCore:
     hyperparameters, the lr source, the counts, the bound signature and the buffers.
 
     lr is a float (a constant rate), a CompiledSchedule (evaluated here in C), or None (a
-    Python callable the state evaluates: the slow path). signature (int64: typenum, ndim,
+    Python callable the state evaluates: the slow path). signature (int64: format, ndim,
     dims... per array) is None until bind(), which the state's first step calls.
+    max_grad_norm is 0 when the state does not clip; last_grad_norm is None until a step
+    computed a norm.
     """
     cdef readonly int kind
     cdef lrc_hyper h
     cdef public object lr
     cdef public int64_t step_count
     cdef public int64_t skipped_steps
+    cdef readonly double max_grad_norm    # 0: no clipping
+    cdef double last_norm                 # valid when has_norm
+    cdef bint has_norm
     cdef readonly int nonfinite           # NONFINITE_PROPAGATE, _SKIP or _RAISE
     cdef PyThread_type_lock lock          # serializes steps on this state
     cdef unsigned long owner              # ident of the thread holding lock, 0 when free
@@ -288,11 +340,16 @@ cdef class StepCore:
         if self.lock != NULL:
             PyThread_free_lock(self.lock)
 
-    def __init__(self, int kind, tuple hyper, int nonfinite=NONFINITE_PROPAGATE):
+    def __init__(self, int kind, tuple hyper, int nonfinite=NONFINITE_PROPAGATE,
+                 double max_grad_norm=0.0):
         if kind not in BUFFER_SLOTS:
             raise ValueError(f"kind must be one of the kernels' optimizer kinds, got {kind}")
+        if not (max_grad_norm >= 0 and isfinite(max_grad_norm)):
+            raise ValueError(f"max_grad_norm must be a finite number >= 0, got {max_grad_norm}")
         self.kind = kind
         self.nonfinite = nonfinite
+        self.max_grad_norm = max_grad_norm
+        self.has_norm = False
         self.skipped_steps = 0
         self.h.lr = 0.0
         (self.h.weight_decay, self.h.momentum, self.h.dampening, self.h.beta1, self.h.beta2,
@@ -315,6 +372,16 @@ cdef class StepCore:
             if required & (1 << i) and slots[i] is None:    # the kernel would write through NULL
                 raise ValueError(f"buffers must hold {BUFFER_SLOTS[self.kind][i]!r} for these options")
         self.signature, self.array_steps, self.buffers, self.slots = signature, array_steps, buffers, slots
+
+    @property
+    def last_grad_norm(self):
+        """The gradient norm (before clipping) of the last step that computed one, else None."""
+        return self.last_norm if self.has_norm else None
+
+    @last_grad_norm.setter
+    def last_grad_norm(self, value):        # the numpy backend's step sets it
+        self.has_norm = value is not None
+        self.last_norm = 0.0 if value is None else value
 
     def acquire(self):
         """Take this state's lock, waiting without holding the GIL. RuntimeError if this thread
@@ -362,10 +429,14 @@ cdef class StepCore:
             return rate
         return state._lr_at(self.step_count)
 
-    def run(self, list params, list grads, double rate):
+    def run(self, list params, list grads, double rate, double grad_scale=1.0,
+            object clip_coef=None):
         """Update every array of `params` in place at `rate`, in one nogil region, and count
         it: step_count and each updated array's count advance (a None gradient leaves its
-        array and count alone). Returns False, having written nothing but skipped_steps + 1,
+        array and count alone). Every gradient is used as g·factor, factor =
+        (1 / grad_scale)·coef in float64: coef is clip_coef when given, else the clipping
+        coefficient of this call's gradient norm when the state clips (max_grad_norm), else 1.
+        Returns False, having written nothing but skipped_steps + 1 (and last_grad_norm),
         when a gradient is not finite under nonfinite="skip" (FloatingPointError under
         "raise"). Raises what lrcore._validate.check_step and check_counts raise, before
         anything is written. The counts are committed in the same C call as the update, so no
@@ -378,8 +449,13 @@ cdef class StepCore:
         cdef Span *spans = stack_spans
         cdef int64_t *steps
         cdef int failed, finite = 1
+        cdef bint clips = clip_coef is None and self.max_grad_norm > 0
+        cdef double sumsq = 0.0, norm = 0.0
+        cdef double coef = 1.0 if clip_coef is None else <double>clip_coef
         if self.signature is None:
             raise ValueError("the state is not bound to arrays yet")
+        if not (grad_scale > 0 and isfinite(grad_scale)):
+            raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale}")
         h.lr = rate
         if n > STACK_ARRAYS:
             arrays = <lrc_array *>malloc(n * sizeof(lrc_array))
@@ -408,9 +484,17 @@ cdef class StepCore:
                 raise AssertionError("lrcore internal error: check_counts accepted a count at "
                                      "its limit")
             with nogil:
-                if self.nonfinite != NONFINITE_PROPAGATE:
+                # one read of the grads for the norm and the finiteness check together
+                if clips:
+                    finite = lrc_grad_sumsq(arrays, n, _num_threads, &sumsq)
+                    norm = sqrt(sumsq) / grad_scale
+                    coef = clip_coefficient(norm, self.max_grad_norm)
+                elif self.nonfinite != NONFINITE_PROPAGATE:
                     finite = lrc_all_finite(arrays, n, _num_threads)
                 failed = finite < 0
+                if self.nonfinite == NONFINITE_PROPAGATE and finite == 0:
+                    finite = 1
+                h.grad_factor = (1.0 / grad_scale) * coef
                 if finite == 1:
                     failed = lrc_run(<lrc_kind>self.kind, &h, arrays, n, _num_threads)
                     if not failed:
@@ -420,6 +504,8 @@ cdef class StepCore:
                         self.step_count += 1
                 elif finite == 0 and self.nonfinite == NONFINITE_SKIP:
                     self.skipped_steps += 1
+                if clips and not failed and (finite == 1 or self.nonfinite == NONFINITE_SKIP):
+                    self.last_norm, self.has_norm = norm, True
             if failed:
                 raise MemoryError()
             if not finite:
@@ -434,22 +520,71 @@ cdef class StepCore:
                 free(spans)
 
 
-def step(params, grads, state):
+cdef inline double clip_coefficient(double norm, double max_norm) noexcept nogil:
+    """torch.nn.utils.clip_grad_norm_'s coefficient min(1, max_norm / (norm + 1e-6)), NaN
+    propagating as its clamp does (lrcore.optimizers.clip_coefficient in Python)."""
+    cdef double coef = max_norm / (norm + 1e-6)
+    return 1.0 if coef > 1.0 else coef
+
+
+def grad_sumsq(list grads):
+    """(sum of squares in float64, all finite) of the non-None arrays of `grads`, in the
+    kernels' fixed order (see lrc_grad_sumsq); each must be a C-contiguous aligned array of
+    a stored format."""
+    cdef Py_ssize_t n = len(grads), i, k = 0
+    cdef lrc_array *arrays = <lrc_array *>malloc((n + 1) * sizeof(lrc_array))
+    cdef double sumsq = 0.0
+    cdef int finite, fmt
+    cdef int ro = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+    if arrays == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            if grads[i] is None:
+                continue
+            fmt = _stored_array(grads[i], ro)
+            if fmt < 0:
+                raise TypeError(f"grads[{i}] must be a C-contiguous aligned array of dtype "
+                                f"float32, float64, float16 or bfloat16")
+            arrays[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grads[i])
+            arrays[k].n = cnp.PyArray_SIZE(<cnp.ndarray>grads[i])
+            arrays[k].param = NULL
+            arrays[k].buf[0] = arrays[k].buf[1] = arrays[k].buf[2] = NULL
+            arrays[k].pfmt = arrays[k].bfmt = arrays[k].gfmt = <lrc_format>fmt
+            k += 1
+        with nogil:
+            finite = lrc_grad_sumsq(arrays, k, _num_threads, &sumsq)
+        if finite < 0:
+            raise MemoryError()
+        return sumsq, bool(finite)
+    finally:
+        free(arrays)
+
+
+def step(params, grads, state, *, grad_scale=None):
     """Apply one update of `state`'s optimizer to `params`, in place; return the lr it used.
 
-    params: a float32/float64 C-contiguous writeable ndarray, or a list/tuple of them.
-    grads: the same structure (same count, shapes, dtypes); never written.
+    params: a C-contiguous writeable ndarray (float32, float64, float16 or bfloat16), or a
+    list/tuple of them. grads: the same structure (same count and shapes; dtypes as API.md's
+    table: float32 params take float32, float16 or bfloat16 grads); never written.
     state: an optimizer state such as lrcore.SGD(...). Update k = state.step_count uses
-    lr(k); afterwards state.step_count == k + 1. On any error (TypeError / ValueError naming
-    the argument) nothing has been modified.
+    lr(k); afterwards state.step_count == k + 1. grad_scale: the loss scale the grads carry;
+    the update uses g / grad_scale. On any error (TypeError / ValueError naming the argument)
+    nothing has been modified.
     """
     # The steady state runs here without a Python frame: a bound state, arrays in a list or
     # alone. Everything else (first step, tuples, the numpy backend, errors of structure)
     # goes through the state's Python _step.
     global _python_step
     cdef StepCore core
-    cdef double rate
+    cdef double rate, scale = 1.0
     cdef object c
+    if grad_scale is not None:
+        if type(grad_scale) is float and grad_scale > 0 and isfinite(grad_scale):
+            scale = grad_scale
+        else:
+            from lrcore._validate import positive
+            scale = positive(grad_scale, "grad_scale")
     if _active:
         c = getattr(state, "_core", None)
         if type(c) is StepCore:
@@ -462,10 +597,10 @@ def step(params, grads, state):
                 try:
                     if core.signature is not None:
                         rate = core.rate(state)
-                        return rate if core.run(params, grads, rate) else 0.0
+                        return rate if core.run(params, grads, rate, scale) else 0.0
                 finally:
                     core.release()
     if _python_step is None:
         from lrcore.optimizers import python_step
         _python_step = python_step
-    return _python_step(params, grads, state)
+    return _python_step(params, grads, state, grad_scale=scale)

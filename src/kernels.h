@@ -21,24 +21,25 @@
 
 #include "pool.h"
 
+#include "formats.h"
+#include "pool.h"
+
 #if defined(_MSC_VER)
 #define LRC_RESTRICT __restrict
-#define LRC_ALWAYS_INLINE static __forceinline
 #else
 #define LRC_RESTRICT __restrict__
-#define LRC_ALWAYS_INLINE static inline __attribute__((always_inline))
 #endif
 
 typedef ptrdiff_t lrc_index;
 
-typedef enum { LRC_FLOAT32 = 0, LRC_FLOAT64 = 1 } lrc_dtype;
-
 typedef enum { LRC_SGD = 0, LRC_ADAGRAD = 1, LRC_RMSPROP = 2, LRC_ADAM = 3 } lrc_kind;
 
 /* Hyperparameters of one call, in double; each optimizer reads its own fields.
- * lr is this update's rate (schedule already evaluated). */
+ * lr is this update's rate (schedule already evaluated); grad_factor is this call's
+ * (1 / grad_scale)·(clipping coefficient), the first operation applied to every gradient. */
 typedef struct {
     double lr;
+    double grad_factor;
     double weight_decay;
     double momentum;        /* SGD, RMSprop */
     double dampening;       /* SGD */
@@ -53,14 +54,14 @@ typedef struct {
     int maximize;
 } lrc_hyper;
 
-/* One parameter array of a multi-array step. */
+/* One parameter array of a multi-array step, with the storage format of each part. */
 typedef struct {
     void *param;            /* written */
     const void *grad;       /* read only; NULL (with n == 0) for an array the call skips */
     void *buf[3];           /* optimizer buffers, NULL where the options need none */
     lrc_index n;            /* element count */
     int64_t step;           /* this array's update count before this update */
-    lrc_dtype dtype;
+    lrc_format pfmt, gfmt, bfmt;    /* params, grads, buffers */
 } lrc_array;
 
 /* SGD momentum modes; nesterov and the first step (which copies the gradient into the
@@ -70,26 +71,122 @@ enum { LRC_MOM_NONE, LRC_MOM_FIRST, LRC_MOM_FIRST_NESTEROV, LRC_MOM_HEAVY_BALL, 
 /* Adam weight-decay modes. */
 enum { LRC_WD_NONE, LRC_WD_L2, LRC_WD_DECOUPLED };
 
-/* The dtype-generic loops: kernels_impl.h is included once per element type. */
-#define LRC_REAL float
-#define LRC_BITS uint32_t
-#define LRC_NAME(name) name##_f32
-#define LRC_SQRT sqrtf
-#include "kernels_impl.h"
-#undef LRC_REAL
-#undef LRC_BITS
-#undef LRC_NAME
-#undef LRC_SQRT
+/* The storage combinations a step runs (API.md's table), the only ones instantiated:
+ *   X(suffix, params, grads, buffers, math)
+ * lrcore._validate.COMBINATIONS is the same table for the Python side (a test compares them).
+ * Each row's loops come from one inclusion of kernels_impl.h below. */
+#define LRC_COMBOS(X)                                                            \
+    X(f64,       LRC_FLOAT64,  LRC_FLOAT64,  LRC_FLOAT64,  double)               \
+    X(f32,       LRC_FLOAT32,  LRC_FLOAT32,  LRC_FLOAT32,  float)                \
+    X(f32_gf16,  LRC_FLOAT32,  LRC_FLOAT16,  LRC_FLOAT32,  float)                \
+    X(f32_gbf16, LRC_FLOAT32,  LRC_BFLOAT16, LRC_FLOAT32,  float)                \
+    X(f16,       LRC_FLOAT16,  LRC_FLOAT16,  LRC_FLOAT16,  float)                \
+    X(bf16,      LRC_BFLOAT16, LRC_BFLOAT16, LRC_BFLOAT16, float)
 
+/* 1 when the kernels have loops for this combination of formats. */
+static inline int lrc_combination_supported(lrc_format p, lrc_format g, lrc_format b)
+{
+#define LRC_SUPPORTED(sfx, P, G, B, R) if (p == P && g == G && b == B) return 1;
+    LRC_COMBOS(LRC_SUPPORTED)
+#undef LRC_SUPPORTED
+    return 0;
+}
+
+/* The C type each format is stored as. */
+#define LRC_STORAGE_LRC_FLOAT64 double
+#define LRC_STORAGE_LRC_FLOAT32 float
+#define LRC_STORAGE_LRC_FLOAT16 uint16_t
+#define LRC_STORAGE_LRC_BFLOAT16 uint16_t
+
+/* Loads and stores of each format, as kernels_impl.h uses them. */
+#define LRC_IDENTITY(x) (x)
+
+#define LRC_SQRT sqrt
 #define LRC_REAL double
 #define LRC_BITS uint64_t
 #define LRC_NAME(name) name##_f64
-#define LRC_SQRT sqrt
+#define LRC_P double
+#define LRC_G double
+#define LRC_B double
+#define LRC_LOAD_P LRC_IDENTITY
+#define LRC_STORE_P LRC_IDENTITY
+#define LRC_LOAD_G LRC_IDENTITY
+#define LRC_LOAD_B LRC_IDENTITY
+#define LRC_STORE_B LRC_IDENTITY
 #include "kernels_impl.h"
+#undef LRC_SQRT
 #undef LRC_REAL
 #undef LRC_BITS
+#define LRC_SQRT sqrtf
+#define LRC_REAL float
+#define LRC_BITS uint32_t
+
+/* float32 params and buffers, grads float32 / float16 / bfloat16 */
 #undef LRC_NAME
+#undef LRC_P
+#undef LRC_G
+#undef LRC_B
+#define LRC_P float
+#define LRC_B float
+#define LRC_NAME(name) name##_f32
+#define LRC_G float
+#include "kernels_impl.h"
+#undef LRC_NAME
+#undef LRC_G
+#undef LRC_LOAD_G
+#define LRC_NAME(name) name##_f32_gf16
+#define LRC_G uint16_t
+#define LRC_LOAD_G lrc_load_f16
+#include "kernels_impl.h"
+#undef LRC_NAME
+#undef LRC_LOAD_G
+#define LRC_NAME(name) name##_f32_gbf16
+#define LRC_LOAD_G lrc_load_bf16
+#include "kernels_impl.h"
+
+/* half-precision params, grads and buffers, math in float32 */
+#undef LRC_NAME
+#undef LRC_P
+#undef LRC_B
+#undef LRC_LOAD_P
+#undef LRC_STORE_P
+#undef LRC_LOAD_G
+#undef LRC_LOAD_B
+#undef LRC_STORE_B
+#define LRC_P uint16_t
+#define LRC_B uint16_t
+#define LRC_NAME(name) name##_f16
+#define LRC_LOAD_P lrc_load_f16
+#define LRC_STORE_P lrc_store_f16
+#define LRC_LOAD_G lrc_load_f16
+#define LRC_LOAD_B lrc_load_f16
+#define LRC_STORE_B lrc_store_f16
+#include "kernels_impl.h"
+#undef LRC_NAME
+#undef LRC_LOAD_P
+#undef LRC_STORE_P
+#undef LRC_LOAD_G
+#undef LRC_LOAD_B
+#undef LRC_STORE_B
+#define LRC_NAME(name) name##_bf16
+#define LRC_LOAD_P lrc_load_bf16
+#define LRC_STORE_P lrc_store_bf16
+#define LRC_LOAD_G lrc_load_bf16
+#define LRC_LOAD_B lrc_load_bf16
+#define LRC_STORE_B lrc_store_bf16
+#include "kernels_impl.h"
+#undef LRC_NAME
+#undef LRC_P
+#undef LRC_G
+#undef LRC_B
+#undef LRC_LOAD_P
+#undef LRC_STORE_P
+#undef LRC_LOAD_G
+#undef LRC_LOAD_B
+#undef LRC_STORE_B
 #undef LRC_SQRT
+#undef LRC_REAL
+#undef LRC_BITS
 
 static inline int lrc_sgd_mode(const lrc_hyper *h, int64_t step)
 {
@@ -109,13 +206,6 @@ static inline int lrc_required_buffers(lrc_kind kind, const lrc_hyper *h)
     }
     return 0;
 }
-
-#define LRC_DISPATCH(fn, a, ...)                                                           \
-    ((a)->dtype == LRC_FLOAT32                                                             \
-        ? fn##_f32((float *)(a)->param, (const float *)(a)->grad, (float *)(a)->buf[0],   \
-                   (float *)(a)->buf[1], (float *)(a)->buf[2], (a)->n, __VA_ARGS__)        \
-        : fn##_f64((double *)(a)->param, (const double *)(a)->grad, (double *)(a)->buf[0], \
-                   (double *)(a)->buf[1], (double *)(a)->buf[2], (a)->n, __VA_ARGS__))
 
 /* Runtime ISA dispatch: on x86-64 Linux with GCC, lrc_update is compiled once per target
  * below and the loader picks the best the CPU supports (an ifunc), so the default build stays
@@ -147,23 +237,29 @@ LRC_MULTIVERSION
 static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
 {
     const double t = (double)(a->step + 1);
-    switch (kind) {
-    case LRC_SGD:
-        LRC_DISPATCH(sgd, a, h, lrc_sgd_mode(h, a->step));
-        break;
-    case LRC_ADAGRAD:
-        LRC_DISPATCH(adagrad, a, h, h->lr / (1.0 + (double)a->step * h->lr_decay));
-        break;
-    case LRC_RMSPROP:
-        LRC_DISPATCH(rmsprop, a, h);
-        break;
-    case LRC_ADAM:
-        LRC_DISPATCH(adam, a, h, h->lr / (1.0 - pow(h->beta1, t)), sqrt(1.0 - pow(h->beta2, t)));
-        break;
+#define LRC_CALL(fn, sfx, P, G, B, ...)                                                   \
+    fn##_##sfx((P *)a->param, (const G *)a->grad, (B *)a->buf[0], (B *)a->buf[1],          \
+               (B *)a->buf[2], a->n, h, ##__VA_ARGS__)
+#define LRC_UPDATE(sfx, PF, GF, BF, R)                                                     \
+    if (a->pfmt == PF && a->gfmt == GF && a->bfmt == BF) {                                 \
+        typedef LRC_STORAGE_##PF P; typedef LRC_STORAGE_##GF G; typedef LRC_STORAGE_##BF B;\
+        switch (kind) {                                                                    \
+        case LRC_SGD: LRC_CALL(sgd, sfx, P, G, B, lrc_sgd_mode(h, a->step)); return;       \
+        case LRC_ADAGRAD:                                                                  \
+            LRC_CALL(adagrad, sfx, P, G, B, h->lr / (1.0 + (double)a->step * h->lr_decay));\
+            return;                                                                        \
+        case LRC_RMSPROP: LRC_CALL(rmsprop, sfx, P, G, B); return;                         \
+        case LRC_ADAM:                                                                     \
+            LRC_CALL(adam, sfx, P, G, B, h->lr / (1.0 - pow(h->beta1, t)),                 \
+                     sqrt(1.0 - pow(h->beta2, t)));                                        \
+            return;                                                                        \
+        }                                                                                  \
     }
+    LRC_COMBOS(LRC_UPDATE)
+#undef LRC_UPDATE
+#undef LRC_CALL
 }
 
-#undef LRC_DISPATCH
 
 /* Parallel work items are chunks of this many elements (a multiple of every vector width);
  * a call with fewer than LRC_PARALLEL_MIN elements in all runs on the calling thread. */
@@ -173,53 +269,125 @@ static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
 /* Elements [start, start + count) of an array, as an array of its own. */
 static inline lrc_array lrc_slice(const lrc_array *a, lrc_index start, lrc_index count)
 {
-    const size_t size = a->dtype == LRC_FLOAT32 ? sizeof(float) : sizeof(double);
+    const size_t psize = lrc_format_size(a->pfmt), bsize = lrc_format_size(a->bfmt);
     lrc_array s = *a;
-    s.param = (char *)a->param + start * size;
-    s.grad = (const char *)a->grad + start * size;
+    s.param = (char *)a->param + start * psize;
+    s.grad = (const char *)a->grad + start * lrc_format_size(a->gfmt);
     for (int j = 0; j < 3; j++)
-        if (a->buf[j]) s.buf[j] = (char *)a->buf[j] + start * size;
+        if (a->buf[j]) s.buf[j] = (char *)a->buf[j] + start * bsize;
     s.n = count;
     return s;
 }
 
-/* 1 when every gradient element of the array is finite. |g| <= max is false for NaN and
- * for ±inf; an OR over the comparison vectorizes (no float reduction order involved). */
+/* 1 when every gradient element of the array is finite: its exponent bits are not all ones
+ * (an integer test, so half formats need no conversion); an OR over the comparison
+ * vectorizes. */
 LRC_MULTIVERSION
 static int lrc_grad_finite(const lrc_array *a)
 {
-    int bad = 0;
-    if (a->dtype == LRC_FLOAT32) {
-        const float *LRC_RESTRICT g = (const float *)a->grad;
-        for (lrc_index i = 0; i < a->n; i++) bad |= !(fabsf(g[i]) <= FLT_MAX);
-    } else {
-        const double *LRC_RESTRICT g = (const double *)a->grad;
-        for (lrc_index i = 0; i < a->n; i++) bad |= !(fabs(g[i]) <= DBL_MAX);
+    unsigned bad = 0;
+    lrc_index i;
+    switch (a->gfmt) {
+    case LRC_FLOAT32: {
+        const uint32_t *LRC_RESTRICT g = (const uint32_t *)a->grad;
+        for (i = 0; i < a->n; i++) bad |= (g[i] & 0x7f800000u) == 0x7f800000u;
+        break;
+    }
+    case LRC_FLOAT64: {
+        const uint64_t *LRC_RESTRICT g = (const uint64_t *)a->grad;
+        for (i = 0; i < a->n; i++) bad |= (g[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u;
+        break;
+    }
+    case LRC_FLOAT16: {
+        const uint16_t *LRC_RESTRICT g = (const uint16_t *)a->grad;
+        for (i = 0; i < a->n; i++) bad |= (g[i] & 0x7c00u) == 0x7c00u;
+        break;
+    }
+    case LRC_BFLOAT16: {
+        const uint16_t *LRC_RESTRICT g = (const uint16_t *)a->grad;
+        for (i = 0; i < a->n; i++) bad |= (g[i] & 0x7f80u) == 0x7f80u;
+        break;
+    }
     }
     return !bad;
 }
 
-/* What a pass over the arrays does to each piece: an optimizer update, or a finiteness test
- * of the gradients that clears `finite` when it fails. */
+/* The sum of squares of a piece of gradient (at most one chunk) in float64, in the order
+ * API.md fixes so that the norm does not depend on threads or ISA: element i adds its square
+ * to lane i mod LRC_LANES (each lane in element order), then the lanes are summed pairwise
+ * (lane j + lane j + 8, then + 4, + 2, + 1). lrcore/reference.py's grad_sumsq does the
+ * same with numpy. *bad is set when an element is not finite. */
+#define LRC_LANES 16
+LRC_MULTIVERSION
+static double lrc_grad_sumsq_piece(const lrc_array *a, int *bad)
+{
+    double acc[LRC_LANES] = {0};
+    unsigned nonfinite = 0;
+    const lrc_index n = a->n, body = n - n % LRC_LANES;
+#define LRC_SUMSQ(T, LOAD)                                                                 \
+    {                                                                                      \
+        const T *LRC_RESTRICT g = (const T *)a->grad;                                      \
+        for (lrc_index i = 0; i < body; i += LRC_LANES)                                    \
+            for (int j = 0; j < LRC_LANES; j++) {                                          \
+                const double x = (double)LOAD(g[i + j]);                                   \
+                acc[j] += x * x;                                                           \
+                nonfinite |= !(fabs(x) <= DBL_MAX);                                        \
+            }                                                                              \
+        for (lrc_index i = body; i < n; i++) {                                             \
+            const double x = (double)LOAD(g[i]);                                           \
+            acc[i - body] += x * x;                                                        \
+            nonfinite |= !(fabs(x) <= DBL_MAX);                                            \
+        }                                                                                  \
+    }
+    switch (a->gfmt) {
+    case LRC_FLOAT32:  LRC_SUMSQ(float, LRC_IDENTITY) break;
+    case LRC_FLOAT64:  LRC_SUMSQ(double, LRC_IDENTITY) break;
+    case LRC_FLOAT16:  LRC_SUMSQ(uint16_t, lrc_load_f16) break;
+    case LRC_BFLOAT16: LRC_SUMSQ(uint16_t, lrc_load_bf16) break;
+    }
+#undef LRC_SUMSQ
+    for (int width = LRC_LANES / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++) acc[j] = acc[j] + acc[j + width];
+    if (nonfinite) *bad = 1;
+    return acc[0];
+}
+
+/* What a pass over the arrays does to each piece: an optimizer update, a finiteness test of
+ * the gradients (clearing `finite` when it fails), or their sum of squares per chunk (into
+ * sumsq[chunk number]) with the finiteness test. */
+typedef enum { LRC_PASS_UPDATE, LRC_PASS_FINITE, LRC_PASS_SUMSQ } lrc_pass_kind;
+
 typedef struct {
+    lrc_pass_kind what;
     lrc_kind kind;
     const lrc_hyper *h;
-    int check_only;
     int finite;             /* written only as 0, by any thread: a relaxed atomic store */
+    double *sumsq;          /* LRC_PASS_SUMSQ: one partial sum per chunk */
 } lrc_pass;
 
-static inline void lrc_pass_piece(lrc_pass *pass, const lrc_array *piece)
+static inline void lrc_clear_finite(lrc_pass *pass)
 {
-    if (pass->check_only) {
-        if (!lrc_grad_finite(piece)) {
 #if defined(__GNUC__) || defined(__clang__)
-            __atomic_store_n(&pass->finite, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&pass->finite, 0, __ATOMIC_RELAXED);
 #else
-            pass->finite = 0;
+    pass->finite = 0;
 #endif
-        }
-    } else {
+}
+
+static inline void lrc_pass_piece(lrc_pass *pass, const lrc_array *piece, lrc_index chunk)
+{
+    int bad = 0;
+    switch (pass->what) {
+    case LRC_PASS_UPDATE:
         lrc_update(pass->kind, pass->h, piece);
+        break;
+    case LRC_PASS_FINITE:
+        if (!lrc_grad_finite(piece)) lrc_clear_finite(pass);
+        break;
+    case LRC_PASS_SUMSQ:
+        pass->sumsq[chunk] = lrc_grad_sumsq_piece(piece, &bad);
+        if (bad) lrc_clear_finite(pass);
+        break;
     }
 }
 
@@ -246,29 +414,55 @@ static void lrc_pass_chunk(void *ctx, ptrdiff_t c)
     const lrc_index start = (c - job->first[lo]) * LRC_CHUNK;
     const lrc_index n = a->n - start < LRC_CHUNK ? a->n - start : LRC_CHUNK;
     const lrc_array piece = lrc_slice(a, start, n);
-    lrc_pass_piece(job->pass, &piece);
+    lrc_pass_piece(job->pass, &piece, c);
 }
 
 /* Run a pass over all arrays of a call. With threads > 1 and enough elements, the chunks are
  * shared out by the thread pool (src/pool.h); every element gets the same operations from
- * exactly one thread, so results do not depend on the thread count. Returns 0, or -1 if memory
- * for the chunk index ran out (nothing has been done then). */
-static int lrc_for_all(lrc_pass *pass, const lrc_array *arrays, lrc_index count, int threads)
+ * exactly one thread, so results do not depend on the thread count. A LRC_PASS_SUMSQ pass
+ * leaves the sum of its per-chunk partial sums, added in chunk order, in *total (on one
+ * thread it goes chunk by chunk, in the same order). Returns 0, or -1 if memory ran out
+ * (nothing has been done then). */
+static int lrc_for_all(lrc_pass *pass, const lrc_array *arrays, lrc_index count, int threads,
+                       double *total)
 {
-    lrc_index total = 0;
-    for (lrc_index i = 0; i < count; i++) total += arrays[i].n;
-    if (threads > 1 && total >= LRC_PARALLEL_MIN) {
+    lrc_index elements = 0;
+    for (lrc_index i = 0; i < count; i++) elements += arrays[i].n;
+    if (threads > 1 && elements >= LRC_PARALLEL_MIN) {
         lrc_index *first = (lrc_index *)malloc((size_t)(count + 1) * sizeof(lrc_index));
         if (!first) return -1;
         first[0] = 0;
         for (lrc_index i = 0; i < count; i++)
             first[i + 1] = first[i] + (arrays[i].n + LRC_CHUNK - 1) / LRC_CHUNK;
+        if (pass->what == LRC_PASS_SUMSQ) {
+            pass->sumsq = (double *)malloc((size_t)(first[count] + 1) * sizeof(double));
+            if (!pass->sumsq) { free(first); return -1; }
+        }
         lrc_chunked_pass job = {pass, arrays, count, first};
         lrc_pool_run(threads, first[count], lrc_pass_chunk, &job);
+        if (pass->what == LRC_PASS_SUMSQ) {
+            *total = 0.0;
+            for (lrc_index c = 0; c < first[count]; c++) *total += pass->sumsq[c];
+            free(pass->sumsq);
+        }
         free(first);
         return 0;
     }
-    for (lrc_index i = 0; i < count; i++) lrc_pass_piece(pass, &arrays[i]);
+    if (pass->what != LRC_PASS_SUMSQ) {
+        for (lrc_index i = 0; i < count; i++) lrc_pass_piece(pass, &arrays[i], 0);
+        return 0;
+    }
+    double partial;
+    pass->sumsq = &partial;
+    *total = 0.0;
+    for (lrc_index i = 0; i < count; i++)
+        for (lrc_index start = 0; start < arrays[i].n; start += LRC_CHUNK) {
+            const lrc_index n = arrays[i].n - start < LRC_CHUNK ? arrays[i].n - start : LRC_CHUNK;
+            const lrc_array piece = lrc_slice(&arrays[i], start, n);
+            lrc_pass_piece(pass, &piece, 0);
+            *total += partial;
+        }
+    pass->sumsq = NULL;
     return 0;
 }
 
@@ -277,15 +471,25 @@ static int lrc_for_all(lrc_pass *pass, const lrc_array *arrays, lrc_index count,
 static int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, lrc_index count,
                    int threads)
 {
-    lrc_pass pass = {kind, h, 0, 1};
-    return lrc_for_all(&pass, arrays, count, threads);
+    lrc_pass pass = {LRC_PASS_UPDATE, kind, h, 1, NULL};
+    return lrc_for_all(&pass, arrays, count, threads, NULL);
 }
 
 /* 1 when every gradient is finite, 0 when one is not, -1 when out of memory. */
 static int lrc_all_finite(const lrc_array *arrays, lrc_index count, int threads)
 {
-    lrc_pass pass = {LRC_SGD, NULL, 1, 1};
-    if (lrc_for_all(&pass, arrays, count, threads)) return -1;
+    lrc_pass pass = {LRC_PASS_FINITE, LRC_SGD, NULL, 1, NULL};
+    if (lrc_for_all(&pass, arrays, count, threads, NULL)) return -1;
+    return pass.finite;
+}
+
+/* The float64 sum of squares of all gradients into *sumsq (chunk partials in chunk order, so
+ * the same for any thread count) and, from the same read, 1 when every gradient is finite,
+ * 0 when one is not; -1 when out of memory. */
+static int lrc_grad_sumsq(const lrc_array *arrays, lrc_index count, int threads, double *sumsq)
+{
+    lrc_pass pass = {LRC_PASS_SUMSQ, LRC_SGD, NULL, 1, NULL};
+    if (lrc_for_all(&pass, arrays, count, threads, sumsq)) return -1;
     return pass.finite;
 }
 

@@ -2,12 +2,15 @@
 # element kernels, shared by every .pyx that drives them.
 from libc.stdint cimport int64_t
 
-cdef extern from "kernels.h" nogil:
-    ctypedef Py_ssize_t lrc_index
-
-    ctypedef enum lrc_dtype:
+cdef extern from "formats.h" nogil:
+    ctypedef enum lrc_format:
         LRC_FLOAT32
         LRC_FLOAT64
+        LRC_FLOAT16
+        LRC_BFLOAT16
+
+cdef extern from "kernels.h" nogil:
+    ctypedef Py_ssize_t lrc_index
 
     ctypedef enum lrc_kind:
         LRC_SGD
@@ -17,6 +20,7 @@ cdef extern from "kernels.h" nogil:
 
     ctypedef struct lrc_hyper:
         double lr
+        double grad_factor
         double weight_decay
         double momentum
         double dampening
@@ -37,12 +41,18 @@ cdef extern from "kernels.h" nogil:
         void *buf[3]
         lrc_index n
         int64_t step
-        lrc_dtype dtype
+        lrc_format pfmt
+        lrc_format gfmt
+        lrc_format bfmt
 
     int lrc_required_buffers(lrc_kind kind, const lrc_hyper *h)
     int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, lrc_index count,
                 int threads)
     int lrc_all_finite(const lrc_array *arrays, lrc_index count, int threads)
+    int lrc_grad_sumsq(const lrc_array *arrays, lrc_index count, int threads, double *sumsq)
+    int lrc_combination_supported(lrc_format p, lrc_format g, lrc_format b)
+    lrc_index LRC_CHUNK
+    int LRC_LANES
     const char *lrc_isa_dispatched()
     const char *LRC_ISA_COMPILED
     const char *LRC_COMPILER

@@ -1,5 +1,12 @@
-/* Element loops for one element type; included by kernels.h with LRC_REAL, LRC_BITS (the
- * unsigned integer of the same width) and LRC_NAME set. No include guard on purpose. */
+/* Element loops of one storage combination; kernels.h includes this once per row of its
+ * LRC_COMBOS table, with (no include guard on purpose):
+ *   LRC_NAME(name)   the combination's suffix on each function name
+ *   LRC_REAL         the type the update computes in, LRC_BITS its unsigned integer, LRC_SQRT
+ *   LRC_P, LRC_G, LRC_B             storage types of params, grads, buffers
+ *   LRC_LOAD_P(x), LRC_STORE_P(x)   storage <-> LRC_REAL (likewise _G (load only) and _B)
+ * Each update is written once, on LRC_REAL values: it loads every operand, computes, and
+ * stores each result once (rounded to its storage); values used again within the update are
+ * the computed ones, not the stored ones, as torch's fused kernels do (opmath). */
 
 /* x with its sign bit flipped when flip is the sign mask (maximize), else x: exactly numpy's
  * negative(), NaNs included (−NaN for +NaN), which a multiply by −1 is not. */
@@ -18,47 +25,57 @@ LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
     return h->maximize ? (LRC_BITS)1 << (8 * sizeof(LRC_BITS) - 1) : 0;
 }
 
+/* The gradient as the update uses it: g·factor (loss scale and clipping, API.md), then its
+ * sign flipped when maximizing. */
+#define LRC_GRAD(i) LRC_NAME(flip_sign)(LRC_LOAD_G(g[i]) * gf, flip)
+
 /* p -= lr * d, where d is the SGD direction of torch.optim.SGD:
  *   d = ±g (+ wd·p);  b = d on the first step, else b = momentum·b + (1 − dampening)·d;
  *   d = d + momentum·b (nesterov) or b.
  * has_wd and mode are constants at every call site of this forced-inline function, so each
  * combination compiles to its own branch-free, vectorizable loop (the same holds for the
- * flags of every *_loop below). maximize is a sign
- * sign flip of g (flip_sign), so it needs no branch. */
+ * flags of every *_loop below). */
 LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
-    lrc_index n, LRC_REAL lr, LRC_BITS flip, LRC_REAL wd, LRC_REAL mom, LRC_REAL damp1,
-    const int has_wd, const int mode)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT b,
+    lrc_index n, LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL mom,
+    LRC_REAL damp1, const int has_wd, const int mode)
 {
     for (lrc_index i = 0; i < n; i++) {
-        LRC_REAL d = LRC_NAME(flip_sign)(g[i], flip);
-        if (has_wd) d = d + wd * p[i];
+        LRC_REAL d = LRC_GRAD(i);
+        const LRC_REAL pi = LRC_LOAD_P(p[i]);
+        if (has_wd) d = d + wd * pi;
+        LRC_REAL bi;
         switch (mode) {
-        case LRC_MOM_FIRST:          b[i] = d; break;
-        case LRC_MOM_FIRST_NESTEROV: b[i] = d; d = d + mom * d; break;
-        case LRC_MOM_HEAVY_BALL:     b[i] = mom * b[i] + damp1 * d; d = b[i]; break;
-        case LRC_MOM_NESTEROV:       b[i] = mom * b[i] + damp1 * d; d = d + mom * b[i]; break;
+        case LRC_MOM_FIRST:          b[i] = LRC_STORE_B(d); break;
+        case LRC_MOM_FIRST_NESTEROV: b[i] = LRC_STORE_B(d); d = d + mom * d; break;
+        case LRC_MOM_HEAVY_BALL:
+            bi = mom * LRC_LOAD_B(b[i]) + damp1 * d; b[i] = LRC_STORE_B(bi); d = bi; break;
+        case LRC_MOM_NESTEROV:
+            bi = mom * LRC_LOAD_B(b[i]) + damp1 * d; b[i] = LRC_STORE_B(bi); d = d + mom * bi;
+            break;
         default: break;
         }
-        p[i] = p[i] - lr * d;
+        p[i] = LRC_STORE_P(pi - lr * d);
     }
 }
 
+#define LRC_SGD_MODE(has_wd, m) \
+    LRC_NAME(sgd_loop)(p, g, b, n, lr, gf, flip, wd, mom, damp1, has_wd, m)
 #define LRC_SGD_MODES(has_wd)                                                              \
     switch (mode) {                                                                        \
-    case LRC_MOM_NONE:          LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_NONE); break;          \
-    case LRC_MOM_FIRST:         LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_FIRST); break;         \
-    case LRC_MOM_FIRST_NESTEROV: LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_FIRST_NESTEROV); break; \
-    case LRC_MOM_HEAVY_BALL:    LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_HEAVY_BALL); break;    \
-    default:                    LRC_NAME(sgd_loop)(p, g, b, n, lr, flip, wd, mom, damp1, has_wd, LRC_MOM_NESTEROV); break;      \
+    case LRC_MOM_NONE:           LRC_SGD_MODE(has_wd, LRC_MOM_NONE); break;                \
+    case LRC_MOM_FIRST:          LRC_SGD_MODE(has_wd, LRC_MOM_FIRST); break;               \
+    case LRC_MOM_FIRST_NESTEROV: LRC_SGD_MODE(has_wd, LRC_MOM_FIRST_NESTEROV); break;      \
+    case LRC_MOM_HEAVY_BALL:     LRC_SGD_MODE(has_wd, LRC_MOM_HEAVY_BALL); break;          \
+    default:                     LRC_SGD_MODE(has_wd, LRC_MOM_NESTEROV); break;            \
     }
 
 LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
-    LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, int mode)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT b,
+    LRC_B *unused1, LRC_B *unused2, lrc_index n, const lrc_hyper *h, int mode)
 {
     (void)unused1; (void)unused2;
-    const LRC_REAL lr = (LRC_REAL)h->lr;
+    const LRC_REAL lr = (LRC_REAL)h->lr, gf = (LRC_REAL)h->grad_factor;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay;
     const LRC_REAL mom = (LRC_REAL)h->momentum;
@@ -71,33 +88,37 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
 }
 
 #undef LRC_SGD_MODES
-
+#undef LRC_SGD_MODE
 
 /* Adagrad (torch.optim.Adagrad), clr = lr / (1 + (t − 1)·lr_decay) computed by the caller:
  *   g ← ±g (+ wd·p);  s ← s + g·g;  p ← p − (clr·g) / (√s + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adagrad_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
-    lrc_index n, LRC_REAL clr, LRC_BITS flip, LRC_REAL wd, LRC_REAL eps, const int has_wd)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT s,
+    lrc_index n, LRC_REAL clr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL eps,
+    const int has_wd)
 {
     for (lrc_index i = 0; i < n; i++) {
-        LRC_REAL d = LRC_NAME(flip_sign)(g[i], flip);
-        if (has_wd) d = d + wd * p[i];
-        s[i] = s[i] + d * d;
-        p[i] = p[i] - (clr * d) / (LRC_SQRT(s[i]) + eps);
+        LRC_REAL d = LRC_GRAD(i);
+        const LRC_REAL pi = LRC_LOAD_P(p[i]);
+        if (has_wd) d = d + wd * pi;
+        const LRC_REAL si = LRC_LOAD_B(s[i]) + d * d;
+        s[i] = LRC_STORE_B(si);
+        p[i] = LRC_STORE_P(pi - (clr * d) / (LRC_SQRT(si) + eps));
     }
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
-    LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, double clr)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT s,
+    LRC_B *unused1, LRC_B *unused2, lrc_index n, const lrc_hyper *h, double clr)
 {
     (void)unused1; (void)unused2;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
+    const LRC_REAL gf = (LRC_REAL)h->grad_factor;
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, eps = (LRC_REAL)h->eps;
     if (h->weight_decay != 0.0)
-        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, flip, wd, eps, 1);
+        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, gf, flip, wd, eps, 1);
     else
-        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, flip, wd, eps, 0);
+        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, gf, flip, wd, eps, 0);
 }
 
 /* RMSprop (torch.optim.RMSprop):
@@ -105,43 +126,47 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
  *   centered: a ← α·a + (1 − α)·g,  d = √(v − a·a) + eps;  else d = √v + eps;
  *   momentum: b ← momentum·b + g/d,  p ← p − lr·b;  else p ← p − (lr·g)/d. */
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
-    LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n,
-    LRC_REAL lr, LRC_BITS flip, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1, LRC_REAL eps,
-    LRC_REAL mom, const int has_wd, const int centered, const int has_momentum)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT v,
+    LRC_B *LRC_RESTRICT a, LRC_B *LRC_RESTRICT b, lrc_index n,
+    LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1,
+    LRC_REAL eps, LRC_REAL mom, const int has_wd, const int centered, const int has_momentum)
 {
     for (lrc_index i = 0; i < n; i++) {
-        LRC_REAL d = LRC_NAME(flip_sign)(g[i], flip);
-        if (has_wd) d = d + wd * p[i];
-        v[i] = alpha * v[i] + (alpha1 * d) * d;
+        LRC_REAL d = LRC_GRAD(i);
+        const LRC_REAL pi = LRC_LOAD_P(p[i]);
+        if (has_wd) d = d + wd * pi;
+        const LRC_REAL vi = alpha * LRC_LOAD_B(v[i]) + (alpha1 * d) * d;
+        v[i] = LRC_STORE_B(vi);
         LRC_REAL denom;
         if (centered) {
-            a[i] = alpha * a[i] + alpha1 * d;
-            denom = LRC_SQRT(v[i] - a[i] * a[i]) + eps;
+            const LRC_REAL ai = alpha * LRC_LOAD_B(a[i]) + alpha1 * d;
+            a[i] = LRC_STORE_B(ai);
+            denom = LRC_SQRT(vi - ai * ai) + eps;
         } else {
-            denom = LRC_SQRT(v[i]) + eps;
+            denom = LRC_SQRT(vi) + eps;
         }
         if (has_momentum) {
-            b[i] = mom * b[i] + d / denom;
-            p[i] = p[i] - lr * b[i];
+            const LRC_REAL bi = mom * LRC_LOAD_B(b[i]) + d / denom;
+            b[i] = LRC_STORE_B(bi);
+            p[i] = LRC_STORE_P(pi - lr * bi);
         } else {
-            p[i] = p[i] - (lr * d) / denom;
+            p[i] = LRC_STORE_P(pi - (lr * d) / denom);
         }
     }
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
-    LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n, const lrc_hyper *h)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT v,
+    LRC_B *LRC_RESTRICT a, LRC_B *LRC_RESTRICT b, lrc_index n, const lrc_hyper *h)
 {
-    const LRC_REAL lr = (LRC_REAL)h->lr;
+    const LRC_REAL lr = (LRC_REAL)h->lr, gf = (LRC_REAL)h->grad_factor;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, eps = (LRC_REAL)h->eps;
     const LRC_REAL alpha = (LRC_REAL)h->alpha, alpha1 = (LRC_REAL)(1.0 - h->alpha);
     const LRC_REAL mom = (LRC_REAL)h->momentum;
     const int flags = (h->weight_decay != 0.0) | (h->centered ? 2 : 0) | (h->momentum != 0.0 ? 4 : 0);
 #define LRC_RMSPROP_CASE(f) \
-    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, flip, wd, alpha, alpha1, eps, mom, \
+    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, gf, flip, wd, alpha, alpha1, eps, mom, \
                                    (f) & 1, ((f) >> 1) & 1, ((f) >> 2) & 1); break;
     switch (flags) {
     LRC_RMSPROP_CASE(0) LRC_RMSPROP_CASE(1) LRC_RMSPROP_CASE(2) LRC_RMSPROP_CASE(3)
@@ -157,35 +182,38 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
  *   v̂ = max(vmax, v) → vmax (amsgrad, NaN-propagating like torch.maximum) or v;
  *   p ← p − (step_size·m) / (√v̂ / bc2_sqrt + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
-    LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n,
-    LRC_REAL step_size, LRC_REAL bc2_sqrt, LRC_BITS flip, LRC_REAL wd, LRC_REAL decay,
-    LRC_REAL b1, LRC_REAL b1c, LRC_REAL b2, LRC_REAL b2c, LRC_REAL eps,
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
+    LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n,
+    LRC_REAL step_size, LRC_REAL bc2_sqrt, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd,
+    LRC_REAL decay, LRC_REAL b1, LRC_REAL b1c, LRC_REAL b2, LRC_REAL b2c, LRC_REAL eps,
     const int wd_mode, const int amsgrad)
 {
     for (lrc_index i = 0; i < n; i++) {
-        LRC_REAL d = LRC_NAME(flip_sign)(g[i], flip);
-        LRC_REAL pi = p[i];
+        LRC_REAL d = LRC_GRAD(i);
+        LRC_REAL pi = LRC_LOAD_P(p[i]);
         if (wd_mode == LRC_WD_L2) d = d + wd * pi;
         if (wd_mode == LRC_WD_DECOUPLED) pi = pi * decay;
-        m[i] = b1 * m[i] + b1c * d;
-        v[i] = b2 * v[i] + (b2c * d) * d;
-        LRC_REAL vh = v[i];
+        const LRC_REAL mi = b1 * LRC_LOAD_B(m[i]) + b1c * d;
+        const LRC_REAL vi = b2 * LRC_LOAD_B(v[i]) + (b2c * d) * d;
+        m[i] = LRC_STORE_B(mi);
+        v[i] = LRC_STORE_B(vi);
+        LRC_REAL vh = vi;
         if (amsgrad) {
-            const LRC_REAL old = vmax[i];
+            const LRC_REAL old = LRC_LOAD_B(vmax[i]);
             vh = (old >= vh || old != old) ? old : vh;
-            vmax[i] = vh;
+            vmax[i] = LRC_STORE_B(vh);
         }
-        p[i] = pi - (step_size * m[i]) / (LRC_SQRT(vh) / bc2_sqrt + eps);
+        p[i] = LRC_STORE_P(pi - (step_size * mi) / (LRC_SQRT(vh) / bc2_sqrt + eps));
     }
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(adam)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
-    LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
+    LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
     double step_size, double bc2_sqrt)
 {
     const LRC_REAL ss = (LRC_REAL)step_size, bc2s = (LRC_REAL)bc2_sqrt;
+    const LRC_REAL gf = (LRC_REAL)h->grad_factor;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, decay = (LRC_REAL)(1.0 - h->lr * h->weight_decay);
     const LRC_REAL b1 = (LRC_REAL)h->beta1, b1c = (LRC_REAL)(1.0 - h->beta1);
@@ -193,8 +221,8 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     const LRC_REAL eps = (LRC_REAL)h->eps;
     const int wd_mode = h->weight_decay == 0.0 ? LRC_WD_NONE
                       : h->decoupled_weight_decay ? LRC_WD_DECOUPLED : LRC_WD_L2;
-#define LRC_ADAM_CASE(mode, ams) \
-    LRC_NAME(adam_loop)(p, g, m, v, vmax, n, ss, bc2s, flip, wd, decay, b1, b1c, b2, b2c, eps, mode, ams)
+#define LRC_ADAM_CASE(mode, ams) LRC_NAME(adam_loop)( \
+    p, g, m, v, vmax, n, ss, bc2s, gf, flip, wd, decay, b1, b1c, b2, b2c, eps, mode, ams)
     if (h->amsgrad) {
         if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, 1);
         else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, 1);
@@ -206,3 +234,5 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     }
 #undef LRC_ADAM_CASE
 }
+
+#undef LRC_GRAD

@@ -367,7 +367,7 @@ HOSTILE = [
      edited(members={"buffer:momentum_buffer:0.npy": npy_bytes("|O", (4,), b"\x80\x04N." * 8)}),
      r"member 'buffer:momentum_buffer:0.npy' holds object \(4,\)"),
     ("int header in the JSON arrays", edited({"arrays": [["int64", [4]], ["float32", [2, 3]]]}),
-     r"the header's arrays\[0\] is not a \(float32 or float64, shape\) pair"),
+     r"the header's arrays\[0\] is not a \(float32 / float64 / float16 / bfloat16, shape\) pair"),
     ("the header as bytes", edited(members={"lrcore.npy": npy_bytes("|S4", (), b"{}  ")}),
      r"member 'lrcore.npy' holds \|S4 \(\); expected a str of at most 16777216 characters"),
     ("the header as an array of str",

@@ -72,7 +72,8 @@ def test_state_dict_is_a_snapshot(backend, rng):
     assert sd["optimizer"] == "SGD" and sd["step_count"] == 1 and sd["array_steps"] == [1, 1]
     assert sd["arrays"] == [("float32", (4, 3)), ("float64", (5,))]
     assert sd["hyperparameters"] == dict(momentum=0.9, dampening=0.0, nesterov=True,
-                                         weight_decay=0.0, maximize=False, nonfinite="propagate")
+                                         weight_decay=0.0, maximize=False, nonfinite="propagate",
+                                         max_grad_norm=None)
     saved = sd["buffers"]["momentum_buffer"][0].copy()
     lrcore.step(params, quadratic_grads(params), state)
     np.testing.assert_array_equal(sd["buffers"]["momentum_buffer"][0], saved)
@@ -157,9 +158,11 @@ BAD_STATE_DICTS = [
     ("array_steps entry negative", edit(array_steps=[-1]), ValueError,
      r"state_dict\['array_steps'\] must hold 1 ints in \[0, 2\*\*63 - 1\]"),
     ("integer arrays", edit(arrays=[("int32", (3,))]), ValueError,
-     r"state_dict\['arrays'\] must list \(float32 or float64, shape\) pairs"),
+     r"state_dict\['arrays'\] must list \(dtype name, shape\) pairs, the dtype one of "
+     r"float32, float64, float16, bfloat16"),
     ("dtype None (np.dtype(None) is float64)", edit(arrays=[(None, (3,))]), ValueError,
-     r"state_dict\['arrays'\] must list \(float32 or float64, shape\) pairs"),
+     r"state_dict\['arrays'\] must list \(dtype name, shape\) pairs, the dtype one of "
+     r"float32, float64, float16, bfloat16"),
     ("negative dimension", edit(arrays=[("float32", (-3,))]), ValueError,
      r"state_dict\['arrays'\] must list .* each shape a tuple of ints >= 0"),
     ("dimension 2**63", edit(arrays=[("float32", (2 ** 63,))]), ValueError,
@@ -173,7 +176,8 @@ BAD_STATE_DICTS = [
     ("string shape", edit(arrays=[("float32", "3")]), ValueError,
      r"state_dict\['arrays'\] must list .* each shape a tuple of ints >= 0"),
     ("arrays not a list", edit(arrays=7), ValueError,
-     r"state_dict\['arrays'\] must list \(float32 or float64, shape\) pairs"),
+     r"state_dict\['arrays'\] must list \(dtype name, shape\) pairs, the dtype one of "
+     r"float32, float64, float16, bfloat16"),
     ("hyperparameters not a dict", edit(hyperparameters=[("momentum", 0.9)]), ValueError,
      r"state_dict\['hyperparameters'\] must be a dict, got list"),
     ("buffers for other options", edit(buffers={}), ValueError,
@@ -224,7 +228,7 @@ def test_the_largest_int64_counts_load(backend):
 def test_repr_shows_the_arguments():
     assert repr(lrcore.SGD(lr=0.1, momentum=0.9)) == (
         "SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False, "
-        "nonfinite='propagate')")
+        "nonfinite='propagate', max_grad_norm=None)")
 
 
 def test_hyperparameters_are_read_only():

@@ -57,13 +57,22 @@ shared = f32(8)
 # (id, params, grads, state factory or None for each of STATES, exception, message regex)
 CASES = [
     ("float64 grads for float32 params", f32(3), f32(3).astype(np.float64), None, TypeError,
-     r"grads\[0\] must have dtype float32 to match params\[0\], got float64"),
+     r"grads\[0\] must have dtype float32 or float16 or bfloat16 to match params\[0\] of "
+     r"dtype float32, got float64"),
+    ("float16 grads for float64 params", f32(3).astype(np.float64), f32(3).astype(np.float16),
+     None, TypeError, r"grads\[0\] must have dtype float64 to match params\[0\] of dtype "
+     r"float64, got float16"),
+    ("float32 grads for float16 params", f32(3).astype(np.float16), f32(3), None, TypeError,
+     r"grads\[0\] must have dtype float16 to match params\[0\] of dtype float16, got float32"),
     ("integer params", np.arange(3), np.arange(3), None, TypeError,
-     r"params\[0\] must have dtype float32 or float64, got int64"),
-    ("float16 params", f32(3).astype(np.float16), f32(3).astype(np.float16), None, TypeError,
-     r"params\[0\] must have dtype float32 or float64, got float16"),
+     r"params\[0\] must have dtype float32, float64, float16 or bfloat16, got int64"),
+    ("complex params", f32(3).astype(np.complex64), f32(3).astype(np.complex64), None,
+     TypeError, r"params\[0\] must have dtype float32, float64, float16 or bfloat16, got "
+     r"complex64"),
     ("big-endian params", f32(3).astype(">f4"), f32(3).astype(">f4"), None, TypeError,
-     r"params\[0\] must have dtype float32 or float64, got >f4"),
+     r"params\[0\] must be in native byte order, got dtype >f4"),
+    ("big-endian grads", f32(3), f32(3).astype(">f4"), None, TypeError,
+     r"grads\[0\] must be in native byte order, got dtype >f4"),
     ("params not an array", [1.0, 2.0], [1.0, 2.0], None, TypeError,
      r"params\[0\] must be a numpy.ndarray, got float"),
     ("params a scalar", 1.0, 1.0, None, TypeError,
