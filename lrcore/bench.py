@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import lrcore
-from lrcore import _backend
+from lrcore import _backend, _validate, reference
 
 LR = 1e-3
 
@@ -409,16 +409,15 @@ MAX_GRAD_NORM = 1.0         # clips: arrays()' 32M grads have a norm of about 58
 
 
 def bfloat16(values):
-    """float32 values rounded to bfloat16 (nearest even): an ml_dtypes.bfloat16 array when
-    ml_dtypes imports, else the bit patterns as uint16 tagged lrcore._validate.BFLOAT16_BITS
-    (the two forms lrcore takes as bfloat16)."""
+    """float32 values rounded to bfloat16 (nearest even, lrcore.reference.narrow): an
+    ml_dtypes.bfloat16 array when ml_dtypes imports, else uint16 bit patterns tagged
+    lrcore._validate.BFLOAT16_BITS (the two forms lrcore takes as bfloat16)."""
     try:
         import ml_dtypes
+        dtype = np.dtype(ml_dtypes.bfloat16)
     except ImportError:
-        from lrcore._validate import BFLOAT16_BITS
-        bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-        return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).view(BFLOAT16_BITS)
-    return values.astype(ml_dtypes.bfloat16)
+        dtype = _validate.BFLOAT16_BITS
+    return reference.narrow(values, dtype)
 
 
 def mixed_arrays(shapes, params_dtype="float32", grads_dtype="float32", grad_scale=1.0):
@@ -524,6 +523,23 @@ def mixed_table(implementations, progress, quick=False, groups=tuple(MIXED_GROUP
     return tables
 
 
+def print_mixed_table(implementations, progress, quick=False, out=print):
+    """Measure and print mixed_table(), a table per group followed by an empty line."""
+    out("Mixed precision, Adam (lr 1e-3): time per step, each row's cells measured one after "
+        "another; a ratio is the first column over the (fastest of the) named, goal in brackets")
+    for title, columns, headers, rows in mixed_table(implementations, progress, quick):
+        out(title)
+        widths = [max(12, len(name) + 2) for name in columns + headers]
+
+        def line(workload, threads, cells):
+            return f"{workload:<16}{threads!s:>8}" + "".join(
+                f"{c:>{w}}" for c, w in zip(cells, widths))
+        out(line("workload", "threads", columns + headers))
+        for workload, threads, times, cells in rows:
+            out(line(workload, threads, [format_time(times[c]) for c in columns] + cells))
+        out("")
+
+
 # -- a step while another process competes for a core ---------------------------------------
 
 CONTENTION_CASES = ("1 x 1M", "1 x 32M", "ResNet-50 list")
@@ -594,19 +610,7 @@ def report(quick=False, only=None, out=print, progress=None):
                       cost_cell(times["torch fused"], times["torch GradScaler"])]
         out(f"{threads!s:>8}" + "".join(f"{c:>{w}}" for c, w in zip(cells, (11, 11, 8, 12, 13, 12, 8))))
     out("")
-    out("Mixed precision, Adam (lr 1e-3): time per step, each row's cells measured one after "
-        "another; a ratio is the first column over the (fastest of the) named, goal in brackets")
-    for title, columns, headers, mixed_rows in mixed_table(implementations, progress, quick):
-        out(title)
-        widths = [max(12, len(name) + 2) for name in columns + headers]
-
-        def line(workload, threads, cells):
-            return f"{workload:<16}{threads!s:>8}" + "".join(
-                f"{c:>{w}}" for c, w in zip(cells, widths))
-        out(line("workload", "threads", columns + headers))
-        for workload, threads, times, cells in mixed_rows:
-            out(line(workload, threads, [format_time(times[c]) for c in columns] + cells))
-        out("")
+    print_mixed_table(implementations, progress, quick, out)
     if all_threads() > 1:
         out(f"Adam with another process competing for a core: time per step at 1 thread and at "
             f"the default {all_threads()}")

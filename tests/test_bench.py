@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from lrcore import bench
+from lrcore._validate import format_of
+from lrcore.reference import widen
 
 
 @pytest.fixture
@@ -190,13 +192,7 @@ def test_bfloat16_with_ml_dtypes_is_an_ml_dtypes_array():
 
 def is_bfloat16(array):
     """An ml_dtypes.bfloat16 array or uint16 tagged as lrcore's bfloat16."""
-    tag = (array.dtype.metadata or {}).get("lrcore.format")
-    return array.dtype.name == "bfloat16" or (array.dtype == np.uint16 and tag == "bfloat16")
-
-
-def as_float32(array):
-    """bfloat16 (either form) widened exactly to float32."""
-    return (array.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return format_of(array.dtype) == "bfloat16"
 
 
 @pytest.fixture
@@ -237,7 +233,7 @@ def test_lrcore_bf16_cell_steps_bfloat16_arrays_as_torch_fused_adam_does(compile
     step, params, grads, state = lrcore_cell("lrcore bf16", SHAPES)
     assert all(is_bfloat16(a) for a in params + grads)
     assert all(is_bfloat16(b) for buffers in state.buffers.values() for b in buffers)
-    before = [as_float32(p).copy() for p in params]
+    before = [widen(p) for p in params]
     step()                                      # its second step, as the torch cell's below
     peer, tparams = torch_cell("torch fused bf16", SHAPES)
     peer()
@@ -246,8 +242,8 @@ def test_lrcore_bf16_cell_steps_bfloat16_arrays_as_torch_fused_adam_does(compile
     changed = 0
     for p, t, b in zip(params, tparams, before):
         assert t.dtype == t.grad.dtype == opt.state[t]["exp_avg"].dtype == torch.bfloat16
-        np.testing.assert_allclose(as_float32(p), t.float().numpy(), rtol=2**-7)
-        changed += np.count_nonzero(as_float32(p) != b)
+        np.testing.assert_allclose(widen(p), t.detach().float().numpy(), rtol=2**-7)
+        changed += np.count_nonzero(widen(p) != b)
     assert changed > 0.2 * sum(p.size for p in params)       # lr 1e-3 moves the small values
 
 
@@ -261,13 +257,16 @@ def test_lrcore_bf16_grads_cell_is_torchs_cast_then_fused_adam(compiled, lrcore_
     peer()
     for p, g, t in zip(params, grads, tparams):
         assert t.dtype == t.grad.dtype == torch.float32
-        assert np.array_equal(t.grad.numpy(), as_float32(g))     # the bf16 grads, cast
+        assert np.array_equal(t.grad.numpy(), widen(g))     # the bf16 grads, cast
         np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-6, atol=1e-7)
 
 
+CLIPPED = [(40_000,), (3, 7)]     # grads of norm ~2: MAX_GRAD_NORM clips them
+
+
 def test_scale_clip_skip_cell_unscales_clips_as_torch_and_skips(compiled, lrcore_cell, torch_cell):
-    step, params, grads, state = lrcore_cell("lrcore scale+clip+skip", SHAPES)
-    unscaled = bench.arrays(SHAPES)[1]
+    step, params, grads, state = lrcore_cell("lrcore scale+clip+skip", CLIPPED)
+    unscaled = bench.arrays(CLIPPED)[1]
     assert all(np.array_equal(g, u * np.float32(bench.GRAD_SCALE)) for g, u in zip(grads, unscaled))
     norm = math.sqrt(sum(np.sum(u.astype(np.float64) ** 2) for u in unscaled))
     assert norm > bench.MAX_GRAD_NORM                               # the clipping is active
@@ -276,13 +275,14 @@ def test_scale_clip_skip_cell_unscales_clips_as_torch_and_skips(compiled, lrcore
     for m, u in zip(state.buffers["exp_avg"], unscaled):         # after one step: 0.1 g coef
         np.testing.assert_allclose(m, 0.1 * coef * u.astype(np.float64), rtol=1e-5)
     if bench.available("torch GradScaler"):                     # torch's clipped grads, same
-        _, tparams = torch_cell("torch unscale+clip+fused", SHAPES)
+        _, tparams = torch_cell("torch unscale+clip+fused", CLIPPED)
         for m, t in zip(state.buffers["exp_avg"], tparams):
             np.testing.assert_allclose(m, 0.1 * t.grad.numpy(), rtol=1e-5)
     grads[0][0] = np.nan
     before = [p.copy() for p in params]
     step()
     assert all(np.array_equal(b, p) for b, p in zip(before, params))       # skipped
+    assert state.skipped_steps == 1
 
 
 def test_deepspeed_bf16_cells_keep_the_moments_they_say(torch_cell):
