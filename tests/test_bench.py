@@ -229,30 +229,29 @@ def torch_cell(monkeypatch):
 
 def test_lrcore_bf16_cell_steps_bfloat16_arrays_as_torch_fused_adam_does(compiled, lrcore_cell,
                                                                          torch_cell):
-    torch = pytest.importorskip("torch")
     step, params, grads, state = lrcore_cell("lrcore bf16", SHAPES)
     assert all(is_bfloat16(a) for a in params + grads)
     assert all(is_bfloat16(b) for buffers in state.buffers.values() for b in buffers)
     before = [widen(p) for p in params]
     step()                                      # its second step, as the torch cell's below
+    changed = sum(np.count_nonzero(widen(p) != b) for p, b in zip(params, before))
+    assert changed > 0.2 * sum(p.size for p in params)       # lr 1e-3 moves the small values
+    torch = pytest.importorskip("torch")
     peer, tparams = torch_cell("torch fused bf16", SHAPES)
     peer()
     opt = peer.__self__
     assert opt.defaults["fused"]
-    changed = 0
-    for p, t, b in zip(params, tparams, before):
+    for p, t in zip(params, tparams):
         assert t.dtype == t.grad.dtype == opt.state[t]["exp_avg"].dtype == torch.bfloat16
         np.testing.assert_allclose(widen(p), t.detach().float().numpy(), rtol=2**-7)
-        changed += np.count_nonzero(widen(p) != b)
-    assert changed > 0.2 * sum(p.size for p in params)       # lr 1e-3 moves the small values
 
 
 def test_lrcore_bf16_grads_cell_is_torchs_cast_then_fused_adam(compiled, lrcore_cell, torch_cell):
-    torch = pytest.importorskip("torch")
     step, params, grads, state = lrcore_cell("lrcore bf16 grads", SHAPES)
     assert all(p.dtype == np.float32 for p in params) and all(is_bfloat16(g) for g in grads)
     assert all(b.dtype == np.float32 for buffers in state.buffers.values() for b in buffers)
     step()
+    torch = pytest.importorskip("torch")
     peer, tparams = torch_cell("torch cast+fused", SHAPES)
     peer()
     for p, g, t in zip(params, grads, tparams):
