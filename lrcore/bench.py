@@ -4,6 +4,7 @@ process; lrcore vs the memory-bound floor for each optimizer's bytes per element
 mixed-precision cases of issue 12 (bfloat16 params / grads, loss scaling and clipping).
 
     python -m lrcore bench [--quick] [--only NAME ...]
+    python -c "from lrcore import bench; bench.print_mixed_table()"     # the mixed table alone
 
 Each implementation steps its own copy of the arrays; a measurement is the best, over five
 repeats, of the mean time per step of a run long enough to time (at least ~20 ms). A figure
@@ -523,8 +524,16 @@ def mixed_table(implementations, progress, quick=False, groups=tuple(MIXED_GROUP
     return tables
 
 
-def print_mixed_table(implementations, progress, quick=False, out=print):
-    """Measure and print mixed_table(), a table per group followed by an empty line."""
+def to_stderr(text):
+    """The progress lines: on stderr, so the tables on stdout stay clean."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def print_mixed_table(implementations=None, progress=to_stderr, quick=False, out=print):
+    """Measure and print mixed_table() (by default with every installed implementation), a
+    table per group followed by an empty line."""
+    if implementations is None:
+        implementations = [name for name in IMPLEMENTATIONS if available(name)]
     out("Mixed precision, Adam (lr 1e-3): time per step, each row's cells measured one after "
         "another; a ratio is the first column over the (fastest of the) named, goal in brackets")
     for title, columns, headers, rows in mixed_table(implementations, progress, quick):
@@ -561,7 +570,7 @@ def contention_table(workloads, progress):
 
 def report(quick=False, only=None, out=print, progress=None):
     """Measure and print the tables; returns the Adam rows."""
-    progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    progress = progress or to_stderr
     implementations = [name for name in IMPLEMENTATIONS
                        if (only is None or name in only or name == "lrcore") and available(name)]
     missing = [name for name in IMPLEMENTATIONS if not available(name)]
