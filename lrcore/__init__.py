@@ -22,16 +22,17 @@ __all__ = ["step", "schedules", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "O
 if _backend._kernels is not None:
     step = _backend._kernels.step       # compiled; falls back to python_step where it must
 else:
-    def step(params, grads, state):
+    def step(params, grads, state, *, grad_scale=None):
         """Apply one update of `state`'s optimizer to `params`, in place; return the lr used.
 
-        params: a float32/float64 C-contiguous writeable ndarray, or a list/tuple of them.
-        grads: the same structure (same count, shapes, dtypes); never written.
-        state: an optimizer state such as lrcore.SGD(...). Update k = state.step_count uses
-        lr(k); afterwards state.step_count == k + 1. On any error (TypeError / ValueError
-        naming the argument) nothing has been modified.
+        params: a C-contiguous writeable ndarray (float32, float64, float16 or bfloat16), or
+        a list/tuple of them. grads: the same structure (same count and shapes; dtypes as
+        API.md's table); never written. state: an optimizer state such as lrcore.SGD(...).
+        Update k = state.step_count uses lr(k); afterwards state.step_count == k + 1.
+        grad_scale: the loss scale the grads carry; the update uses g / grad_scale. On any
+        error (TypeError / ValueError naming the argument) nothing has been modified.
         """
-        return python_step(params, grads, state)
+        return python_step(params, grads, state, grad_scale=grad_scale)
 
 
 def build_info():

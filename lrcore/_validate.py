@@ -180,14 +180,22 @@ def check_counts(step_count, skipped_steps, array_steps, grads, counts_skips):
                              f"holds; params[{i}] cannot be updated again")
 
 
+def _finite(g):
+    """Whether every element of array g is finite; a bfloat16 array (which may be bare
+    uint16 bits, BFLOAT16_BITS) by its exponent bits."""
+    if format_of(g.dtype) == "bfloat16":
+        return bool(((g.view(np.uint16) & 0x7F80) != 0x7F80).all())
+    return bool(np.isfinite(g).all())
+
+
 def all_finite(grads):
     """Whether every element of every (non-None) gradient is finite."""
-    return all(g is None or np.isfinite(g).all() for g in grads)
+    return all(g is None or _finite(g) for g in grads)
 
 
 def nonfinite_error(grads):
     """The FloatingPointError of nonfinite="raise", naming the first offending gradient."""
-    index = next(i for i, g in enumerate(grads) if g is not None and not np.isfinite(g).all())
+    index = next(i for i, g in enumerate(grads) if g is not None and not _finite(g))
     return FloatingPointError(f"grads[{index}] holds NaN or infinite values; with "
                               f"nonfinite='raise' nothing was updated")
 

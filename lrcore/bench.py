@@ -1,8 +1,10 @@
 """Side-by-side timing of one optimizer step: lrcore vs the numpy reference, torch.optim
 (for-loop, foreach, fused) and DeepSpeed's CPU optimizers, on the same float32 arrays in one
-process; and lrcore vs the memory-bound floor for each optimizer's bytes per element.
+process; lrcore vs the memory-bound floor for each optimizer's bytes per element; and the
+mixed-precision cases of issue 12 (bfloat16 params / grads, loss scaling and clipping).
 
     python -m lrcore bench [--quick] [--only NAME ...]
+    python -c "from lrcore import bench; bench.print_mixed_table()"     # the mixed table alone
 
 Each implementation steps its own copy of the arrays; a measurement is the best, over five
 repeats, of the mean time per step of a run long enough to time (at least ~20 ms). A figure
@@ -20,7 +22,7 @@ import time
 import numpy as np
 
 import lrcore
-from lrcore import _backend
+from lrcore import _backend, _validate, reference
 
 LR = 1e-3
 
@@ -191,40 +193,47 @@ def numpy_naive_step(optimizer, shapes):
     return step
 
 
-def _torch_params(shapes):
+def _torch_params(shapes, dtype="float32"):
+    """torch Parameters (and their .grad) of `dtype` holding arrays(shapes)' values, rounded
+    to nearest even as lrcore's bfloat16() rounds them."""
     import torch
     params, grads = arrays(shapes)
-    tparams = [torch.nn.Parameter(torch.from_numpy(p)) for p in params]
+    cast = (lambda t: t) if dtype == "float32" else (lambda t: t.to(getattr(torch, dtype)))
+    tparams = [torch.nn.Parameter(cast(torch.from_numpy(p))) for p in params]
     for tp, g in zip(tparams, grads):
-        tp.grad = torch.from_numpy(g)
+        tp.grad = cast(torch.from_numpy(g))
     return tparams
 
 
-def torch_step(optimizer, shapes, mode):
+def torch_step(optimizer, shapes, mode, dtype="float32"):
     import torch
     if mode == "fused" and optimizer == "rmsprop":
         return None                      # torch has no fused RMSprop
     cls = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop,
            "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
     extra = {"momentum": 0.9} if optimizer == "sgd" else {}
-    opt = cls(_torch_params(shapes), lr=LR, foreach=mode == "foreach", fused=mode == "fused",
-              **extra)
+    opt = cls(_torch_params(shapes, dtype), lr=LR, foreach=mode == "foreach",
+              fused=mode == "fused", **extra)
     opt.step()
     return opt.step
 
 
-def deepspeed_step(optimizer, shapes):
+def deepspeed_step(optimizer, shapes, dtype="float32", fp32_state=True):
+    """DeepSpeed's CPU optimizer on params of `dtype`; for half-precision params of Adam,
+    fp32_state is its fp32_optimizer_states: float32 moments (its default) or moments in the
+    params' dtype."""
     if optimizer not in ("adam", "adamw", "adagrad"):
         return None
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         from deepspeed.ops.adagrad import DeepSpeedCPUAdagrad
         from deepspeed.ops.adam import DeepSpeedCPUAdam
-        tparams = _torch_params(shapes)
+        tparams = _torch_params(shapes, dtype)
         if optimizer == "adagrad":
             opt = DeepSpeedCPUAdagrad(tparams, lr=LR)
         else:
+            extra = {} if fp32_state else {"fp32_optimizer_states": False}
             opt = DeepSpeedCPUAdam(tparams, lr=LR, adamw_mode=optimizer == "adamw",
-                                   weight_decay=0.01 if optimizer == "adamw" else 0.0)
+                                   weight_decay=0.01 if optimizer == "adamw" else 0.0, **extra)
         opt.step()
     return opt.step
 
@@ -276,12 +285,19 @@ ADAM_CASES = [("1 x 1K", 1), ("100 x 1K", 1), ("1000 x 256", 1), ("1 x 64K", 1),
 QUICK_CASES = [("1 x 1K", 1), ("100 x 1K", 1), ("1 x 64K", 1), ("1 x 1M", 1), ("1 x 1M", "all")]
 
 
+def time_case(make, workload, threads, label, progress):
+    """Seconds per step of make(shapes of `workload`) at `threads`, or None where make has no
+    such case (returns None)."""
+    set_threads(all_threads() if threads == "all" else threads)
+    progress(f"  {label} {workload}, {threads} thread(s) ...")
+    step = make(WORKLOADS[workload])
+    return None if step is None else time_per_step(step)
+
+
 def measure(implementation, optimizer, workload, threads, progress):
     """Seconds per step, or None when the implementation lacks the optimizer."""
-    set_threads(all_threads() if threads == "all" else threads)
-    progress(f"  {optimizer} {workload}, {threads} thread(s): {implementation} ...")
-    step = IMPLEMENTATIONS[implementation](optimizer, WORKLOADS[workload])
-    return None if step is None else time_per_step(step)
+    return time_case(lambda shapes: IMPLEMENTATIONS[implementation](optimizer, shapes), workload,
+                     threads, f"{optimizer}: {implementation}", progress)
 
 
 def format_time(seconds):
@@ -339,16 +355,28 @@ def lrcore_adam_skip(shapes, poisoned=False):
     return lambda: lrcore.step(params, grads, state)
 
 
-def torch_grad_scaler_step(shapes):
+def torch_grad_scaler_step(shapes, max_grad_norm=None):
     """torch's way to skip a step on NaN / inf gradients: fused Adam stepped through an amp
-    GradScaler (scale 1, never grown), which first checks and unscales every gradient."""
+    GradScaler (scale 1, never grown), which first checks and unscales every gradient. With
+    max_grad_norm, torch's recipe for clipping under a scaler: scaler.unscale_(opt) (a pass
+    that checks and rewrites every gradient), clip_grad_norm_, then scaler.step(opt). The scale
+    stays 1 because unscale_ and clipping rewrite the grads in place, so a larger one would
+    shrink them again at every timed repeat; the passes are the same for any scale (torch's CPU
+    unscale multiplies and writes back whatever the scale). None when this torch's GradScaler
+    is CUDA-only."""
+    if not available("torch GradScaler"):
+        return None
     import torch
     opt = torch.optim.Adam(_torch_params(shapes), lr=LR, fused=True)
+    params = opt.param_groups[0]["params"]
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=2**30)
     one = torch.ones(())
 
     def step():
         scaler.scale(one)                # what scaler.scale(loss) records before backward()
+        if max_grad_norm is not None:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         scaler.step(opt)
         scaler.update()
     step()
@@ -375,6 +403,152 @@ def nonfinite_cost(workload, threads, progress, cases=tuple(NONFINITE)):
     return times
 
 
+# -- mixed precision (issue 12): half-precision params and grads, loss scaling, clipping ------
+
+GRAD_SCALE = 1024.0         # a loss scale: the grads lrcore is given are arrays()' times this
+MAX_GRAD_NORM = 1.0         # clips: arrays()' 32M grads have a norm of about 58
+
+
+def bfloat16(values):
+    """float32 values rounded to bfloat16 (nearest even, lrcore.reference.narrow): an
+    ml_dtypes.bfloat16 array when ml_dtypes imports, else uint16 bit patterns tagged
+    lrcore._validate.BFLOAT16_BITS (the two forms lrcore takes as bfloat16)."""
+    try:
+        import ml_dtypes
+        dtype = np.dtype(ml_dtypes.bfloat16)
+    except ImportError:
+        dtype = _validate.BFLOAT16_BITS
+    return reference.narrow(values, dtype)
+
+
+def mixed_arrays(shapes, params_dtype="float32", grads_dtype="float32", grad_scale=1.0):
+    """arrays(shapes), the grads multiplied by grad_scale, each list cast to its dtype."""
+    params, grads = arrays(shapes)
+    if grad_scale != 1.0:
+        grads = [g * np.float32(grad_scale) for g in grads]
+    cast = {"float32": lambda a: a, "bfloat16": bfloat16}
+    return [cast[params_dtype](p) for p in params], [cast[grads_dtype](g) for g in grads]
+
+
+def lrcore_mixed_step(shapes, params_dtype="float32", grads_dtype="float32", grad_scale=None,
+                      **options):
+    """lrcore Adam over mixed_arrays; grad_scale goes to lrcore.step (the grads are scaled by
+    it), options to lrcore.Adam (max_grad_norm, nonfinite)."""
+    params, grads = mixed_arrays(shapes, params_dtype, grads_dtype, grad_scale or 1.0)
+    state = lrcore.Adam(lr=LR, **options)
+    scale = {} if grad_scale is None else {"grad_scale": grad_scale}
+    lrcore.step(params, grads, state, **scale)
+    return lambda: lrcore.step(params, grads, state, **scale)
+
+
+def torch_cast_grads_step(shapes):
+    """torch's float32 fused Adam fed bfloat16 grads: each step casts them into the params'
+    float32 .grad (copy_ into the existing tensor: no allocation, as DeepSpeed's offload copies
+    half-precision grads into its float32 buffer), then steps. Both parts are timed."""
+    import torch
+    tparams = _torch_params(shapes)
+    half_grads = [p.grad.to(torch.bfloat16) for p in tparams]
+    opt = torch.optim.Adam(tparams, lr=LR, fused=True)
+
+    def step():
+        for p, g in zip(tparams, half_grads):
+            p.grad.copy_(g)
+        opt.step()
+    step()
+    return step
+
+
+# column -> (make(shapes) -> step or None, the IMPLEMENTATIONS entry that selects it)
+MIXED_COLUMNS = {
+    "lrcore bf16 grads": (lambda s: lrcore_mixed_step(s, grads_dtype="bfloat16"), "lrcore"),
+    "lrcore float32": (lambda s: lrcore_step("adam", s), "lrcore"),
+    "torch cast+fused": (torch_cast_grads_step, "torch fused"),
+    "lrcore bf16": (lambda s: lrcore_mixed_step(s, "bfloat16", "bfloat16"), "lrcore"),
+    "torch fused bf16": (lambda s: torch_step("adam", s, "fused", "bfloat16"), "torch fused"),
+    "DeepSpeed bf16": (lambda s: deepspeed_step("adam", s, "bfloat16", fp32_state=False),
+                       "DeepSpeed"),
+    "DeepSpeed fp32 state": (lambda s: deepspeed_step("adam", s, "bfloat16"), "DeepSpeed"),
+    "lrcore scale+clip+skip": (lambda s: lrcore_mixed_step(
+        s, grad_scale=GRAD_SCALE, max_grad_norm=MAX_GRAD_NORM, nonfinite="skip"), "lrcore"),
+    "torch unscale+clip+fused": (lambda s: torch_grad_scaler_step(s, MAX_GRAD_NORM),
+                                 "torch fused"),
+}
+BF16_PEERS = ("torch fused bf16", "DeepSpeed bf16", "DeepSpeed fp32 state")
+# name -> (title, workloads, columns (the first is the ratios' numerator), ratios: [(denominators
+# (the fastest measured of them), goal)])
+MIXED_GROUPS = {
+    "bf16 grads": (
+        "float32 params, bfloat16 grads (torch: grads cast into the float32 .grad, fused Adam)",
+        ("1 x 32M",), ("lrcore bf16 grads", "lrcore float32", "torch cast+fused"),
+        [(("lrcore float32",), "<= 0.90"), (("torch cast+fused",), "< 1")]),
+    "bf16 params": (
+        "bfloat16 params and grads (moments bfloat16; 'DeepSpeed fp32 state': its default, "
+        "float32 moments)",
+        ("1 x 1M", "1 x 32M"), ("lrcore bf16",) + BF16_PEERS, [(BF16_PEERS, "< 1")]),
+    "scale+clip+skip": (
+        f"grad_scale {GRAD_SCALE:g}, max_grad_norm {MAX_GRAD_NORM:g}, nonfinite='skip' (torch: "
+        f"GradScaler.unscale_ + clip_grad_norm_ + fused Adam)",
+        ("1 x 32M",), ("lrcore scale+clip+skip", "lrcore float32", "torch unscale+clip+fused"),
+        [(("lrcore float32",), "<= 1.30"), (("torch unscale+clip+fused",), "<= 0.75")]),
+    "small bf16": (
+        "bfloat16 params and grads, small arrays", ("100 x 1K",), ("lrcore bf16",) + BF16_PEERS,
+        [(BF16_PEERS, "<= 0.25")]),
+}
+QUICK_MIXED_WORKLOADS = {"1 x 32M": "1 x 1M", "1 x 1M": "1 x 64K"}
+
+
+def mixed_table(implementations, progress, quick=False, groups=tuple(MIXED_GROUPS)):
+    """Per group of MIXED_GROUPS named in `groups`: (title, columns, ratio headers, rows); a row
+    is (workload, threads, {column: seconds or None}, [ratio cell per ratio]), its cells
+    measured one after another. Columns whose implementation is not in `implementations`
+    ("lrcore" always is) are left out; quick replaces the large workloads by smaller ones."""
+    tables = []
+    for title, workloads, columns, ratios in (MIXED_GROUPS[name] for name in groups):
+        columns = [c for c in columns
+                   if MIXED_COLUMNS[c][1] == "lrcore" or MIXED_COLUMNS[c][1] in implementations]
+        if quick:
+            workloads = list(dict.fromkeys(QUICK_MIXED_WORKLOADS.get(w, w) for w in workloads))
+        headers = [f"/ {'fastest peer' if len(d) > 1 else d[0]} ({goal})" for d, goal in ratios]
+        rows = []
+        for workload in workloads:
+            for threads in (1, "all"):
+                times = {c: time_case(MIXED_COLUMNS[c][0], workload, threads, c, progress)
+                         for c in columns}
+                numerator = times[columns[0]]
+                cells = []
+                for denominators, _ in ratios:
+                    measured = [times[d] for d in denominators if times.get(d)]
+                    cells.append(ratio_cell(numerator, min(measured)) if measured else "-")
+                rows.append((workload, threads, times, cells))
+        tables.append((title, columns, headers, rows))
+    return tables
+
+
+def to_stderr(text):
+    """The progress lines: on stderr, so the tables on stdout stay clean."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def print_mixed_table(implementations=None, progress=to_stderr, quick=False, out=print):
+    """Measure and print mixed_table() (by default with every installed implementation), a
+    table per group followed by an empty line."""
+    if implementations is None:
+        implementations = [name for name in IMPLEMENTATIONS if available(name)]
+    out("Mixed precision, Adam (lr 1e-3): time per step, each row's cells measured one after "
+        "another; a ratio is the first column over the (fastest of the) named, goal in brackets")
+    for title, columns, headers, rows in mixed_table(implementations, progress, quick):
+        out(title)
+        widths = [max(12, len(name) + 2) for name in columns + headers]
+
+        def line(workload, threads, cells):
+            return f"{workload:<16}{threads!s:>8}" + "".join(
+                f"{c:>{w}}" for c, w in zip(cells, widths))
+        out(line("workload", "threads", columns + headers))
+        for workload, threads, times, cells in rows:
+            out(line(workload, threads, [format_time(times[c]) for c in columns] + cells))
+        out("")
+
+
 # -- a step while another process competes for a core ---------------------------------------
 
 CONTENTION_CASES = ("1 x 1M", "1 x 32M", "ResNet-50 list")
@@ -396,7 +570,7 @@ def contention_table(workloads, progress):
 
 def report(quick=False, only=None, out=print, progress=None):
     """Measure and print the tables; returns the Adam rows."""
-    progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    progress = progress or to_stderr
     implementations = [name for name in IMPLEMENTATIONS
                        if (only is None or name in only or name == "lrcore") and available(name)]
     missing = [name for name in IMPLEMENTATIONS if not available(name)]
@@ -445,6 +619,7 @@ def report(quick=False, only=None, out=print, progress=None):
                       cost_cell(times["torch fused"], times["torch GradScaler"])]
         out(f"{threads!s:>8}" + "".join(f"{c:>{w}}" for c, w in zip(cells, (11, 11, 8, 12, 13, 12, 8))))
     out("")
+    print_mixed_table(implementations, progress, quick, out)
     if all_threads() > 1:
         out(f"Adam with another process competing for a core: time per step at 1 thread and at "
             f"the default {all_threads()}")

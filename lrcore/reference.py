@@ -51,6 +51,7 @@ def narrow(x, dtype):
     fmt = format_of(dtype)
     if fmt not in ("float16", "bfloat16"):
         return x.astype(dtype, copy=False)
+    shape = np.shape(x)     # ascontiguousarray makes a 0-d array 1-d
     x = np.ascontiguousarray(x, dtype=np.float32)
     nan = np.isnan(x)
     if fmt == "float16":
@@ -62,7 +63,7 @@ def narrow(x, dtype):
         rounded = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
                    >> np.uint32(16)).astype(np.uint16)
         bits = np.where(nan, _nan_bits(x, 16, 0x40), rounded)
-    return bits.astype(np.uint16).view(dtype)
+    return bits.astype(np.uint16).reshape(shape).view(dtype)
 
 
 def full(like, value, dtype):

@@ -16,13 +16,38 @@ lrcore.torch.Adam and back, and training continues identically; an older torch's
 (param_groups lacking newer keys) gets torch's defaults when loaded, as torch does.
 
 Each step, per group, the params that have a .grad are viewed as numpy arrays (no copy) and
-updated by one compiled call. A param must be a dense (non-overlapping, gap-free) float32 /
-float64 / complex64 / complex128 CPU tensor in any dimension order (channels_last included);
-its grad and state buffers must have its dtype, shape and strides, so the element-wise update
-runs on their memory as flat arrays. Complex params are updated as their real view, as
-torch.optim does. Anything else raises a ValueError / TypeError naming the tensor. Every group
-is checked before any is updated, and a step's new state entries are stored only once it has
-succeeded: a step that raises leaves params and state as they were.
+updated by one compiled call. A param must be a dense (non-overlapping, gap-free) float16 /
+bfloat16 / float32 / float64 / complex64 / complex128 CPU tensor in any dimension order
+(channels_last included); its grad and state buffers must have its dtype, shape and strides,
+so the element-wise update runs on their memory as flat arrays. Complex params are updated as
+their real view, as torch.optim does (complex half, torch.complex32, is not supported).
+Anything else raises a ValueError / TypeError naming the tensor. Every group is checked before
+any is updated, and a step's new state entries are stored only once it has succeeded: a step
+that raises leaves params and state as they were.
+
+Mixed precision, as torch's fused optimizers (`fused=True`):
+- float16 / bfloat16 params keep their grads and state in their own dtype; the update widens
+  every value to float32, computes as for float32 params and rounds what it writes back with
+  round-to-nearest-even. float16 memory is passed to the kernels as numpy float16, bfloat16
+  memory as its uint16 bit patterns (no ml_dtypes needed).
+- `max_grad_norm` (keyword of every constructor; a positive finite number, or None): clipping
+  fused into the step, as `torch.nn.utils.clip_grad_norm_(all params, max_grad_norm)` before
+  it: the L2 norm over every gradient of the step (all param groups; accumulated in float64),
+  coef = min(1, max_grad_norm / (norm + 1e-6)), and every group's update uses grad * coef.
+  `optimizer.last_grad_norm` is the norm (before clipping) of the last step that computed one
+  (None before), a float kept as an attribute: it is not part of state_dict(). Under
+  ZeroRedundancyOptimizer each rank's optimizer holds its shard only, so the norm would be the
+  shard's: clip with torch there.
+- `torch.amp.GradScaler`: `_step_supports_amp_scaling` is True, so `scaler.step(opt)` does not
+  unscale the grads itself. It checks them for inf/NaN (the record `scaler.update()` reads), sets
+  `opt.grad_scale` (its scale; None after an explicit `scaler.unscale_(opt)`) and
+  `opt.found_inf`, and calls `opt.step()`. The step divides the grads by grad_scale inside the
+  update (the norm of `max_grad_norm` is that of the unscaled grads), and when found_inf is
+  nonzero it changes nothing at all: params, state (no entries created), `step` counts,
+  "lrcore_step_count", last_grad_norm. `scaler.unscale_(opt)`, `clip_grad_norm_`,
+  `scaler.step(opt)` works as well. Unlike torch's fused kernels, which write the unscaled
+  gradient back into .grad, lrcore never writes the grads: after `scaler.step(opt)` they are
+  still scaled.
 """
 import re
 
@@ -37,8 +62,11 @@ from lrcore import _validate, optimizers, schedules
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
 
-# complex params are updated as their real view (torch.view_as_real), as torch.optim does
-_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+# complex params are updated as their real view (torch.view_as_real), as torch.optim does;
+# half-precision params keep grads and state in their dtype, the math in float32
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
+           torch.complex128)
+_DTYPE_NAMES = "float16, bfloat16, float32, float64, complex64 or complex128"
 
 # torch.optim's wording for an invalid argument (its test-suite matches it), by the argument
 # name lrcore's validation messages start with; lrcore's message follows in parentheses
@@ -62,23 +90,48 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
     _lrcore_class = None
     _has_step = True          # torch keeps state["step"] (all but SGD)
     _group_defaults = {}      # what torch's __setstate__ fills into older param_groups
+    # torch.amp.GradScaler.step leaves the unscaling to step(): it sets self.grad_scale and
+    # self.found_inf instead (as for torch's fused optimizers), see _amp_arguments
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, defaults, foreach=None, fused=None, capturable=False,
-                 differentiable=False):
+                 differentiable=False, max_grad_norm=None):
         if capturable or differentiable:
             raise ValueError(f"{type(self).__name__} does not support capturable or "
                              f"differentiable (CUDA graphs / autograd through the step)")
         lr = defaults["lr"]      # a schedule is validated as lrcore does, not evaluated
         self._lrcore_state(defaults, _scalar(lr, "lr") if torch.is_tensor(lr) else lr)
+        self.max_grad_norm = max_grad_norm
+        self.last_grad_norm = None
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=False,
                         differentiable=False)
         super().__init__(params, defaults)
 
+    @property
+    def max_grad_norm(self):
+        """The global gradient-norm bound of every step (clip_grad_norm_'s max_norm), or None:
+        an attribute of the optimizer, not part of state_dict()."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._max_grad_norm = _validate.optional_positive(value, "max_grad_norm")
+
+    def __getstate__(self):
+        # torch.optim.Optimizer pickles (and deep-copies) defaults, state and param_groups
+        # only: the clipping bound and the last norm go along, as the optimizer's attributes
+        return dict(super().__getstate__(), _max_grad_norm=self._max_grad_norm,
+                    last_grad_norm=self.last_grad_norm)
+
     def __setstate__(self, state):
         """torch.optim.Optimizer.load_state_dict (and unpickling) end here: as torch's own
         optimizers, fill in the param_group keys an older torch did not save and make an
-        old plain-number `step` a tensor."""
+        old plain-number `step` a tensor. load_state_dict keeps max_grad_norm and
+        last_grad_norm as they are (they are not part of state_dict())."""
         super().__setstate__(state)
+        # an optimizer pickled before max_grad_norm existed
+        self.__dict__.setdefault("_max_grad_norm", None)
+        self.__dict__.setdefault("last_grad_norm", None)
         for group in self.param_groups:
             for key, value in self._group_defaults.items():
                 group.setdefault(key, value)
@@ -93,26 +146,61 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         """One update of every parameter that has a gradient; returns closure() if given.
 
         All or nothing: every group is checked (its new state entries prepared aside) before
-        any is updated, so an error leaves params and optimizer state as they were."""
+        any is updated, so an error leaves params and optimizer state as they were. Under
+        torch.amp.GradScaler, a step whose found_inf is set changes nothing."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        grad_scale, found_inf = self._amp_arguments()
         updates = [self._prepare(index, group) for index, group in enumerate(self.param_groups)]
         updates = [u for u in updates if u is not None]
+        if found_inf:
+            # as torch's fused kernels: an inf/NaN step is skipped; the checks still run, so a
+            # step refuses the same tensors whether or not the scaler found an inf
+            for check, _, _ in updates:
+                check()
+            return loss
         # the kernels check a call before writing anything: the first group to run needs no
         # check of its own, the others are checked before it runs
-        for check, _ in updates[1:]:
+        for check, _, _ in updates[1:]:
             check()
-        for _, update in updates:
-            update()
+        clip_coef = norm = None
+        if self._max_grad_norm is not None and updates:
+            # one norm over the grads of every group (clip_grad_norm_ over all params)
+            norm, _ = optimizers.grad_norm([g for _, _, grads in updates for g in grads],
+                                           grad_scale)
+            clip_coef = optimizers.clip_coefficient(norm, self._max_grad_norm)
+        for _, update, _ in updates:
+            update(grad_scale, clip_coef)
+        if norm is not None:
+            self.last_grad_norm = float(norm)
         return loss
+
+    def _amp_arguments(self):
+        """(grad_scale, found_inf) of this step from what torch.amp.GradScaler.step sets on
+        the optimizer before calling step() (and deletes after): `grad_scale`, the scale
+        tensor (None once the scaler has unscaled the grads itself, through unscale_), and
+        `found_inf`, a tensor nonzero when the scaler's check found an inf/NaN gradient.
+        Without a scaler: (1.0, False). grad_scale is read only for a step that runs."""
+        found = getattr(self, "found_inf", None)
+        if torch.is_tensor(found):
+            found = _scalar(found, "found_inf")
+        found_inf = found is not None and found != 0     # NaN counts as found
+        scale = getattr(self, "grad_scale", None)
+        if scale is None or found_inf:
+            return 1.0, found_inf
+        if torch.is_tensor(scale):
+            scale = _scalar(scale, "grad_scale")
+        return _validate.positive(scale, "grad_scale (the loss scale GradScaler set on the "
+                                          "optimizer)"), False
 
     def _prepare(self, index, group):
         """Check the group's tensors and hyperparameters and set up its update without
-        changing anything: returns (check, update), check() raising what the kernels would
-        refuse, update() running them and storing the state it created; None if no param
-        of the group has a grad."""
+        changing anything: returns (check, update, grads), check() raising what the kernels
+        would refuse, update(grad_scale, clip_coef) running them and storing the state it
+        created, grads the group's gradients as numpy arrays; None if no param of the group
+        has a grad."""
         members = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
         if not members:
             return None
@@ -159,9 +247,10 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
             except (TypeError, ValueError) as exc:
                 raise renamed(exc) from None
 
-        def update():
+        def update(grad_scale, clip_coef):
             try:
-                state._update_external(params, grads, buffers, steps, rate)
+                state._update_external(params, grads, buffers, steps, rate,
+                                       grad_scale=grad_scale, clip_coef=clip_coef)
             except (TypeError, ValueError) as exc:
                 raise renamed(exc) from None
             for p, new in created.items():
@@ -171,7 +260,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                 for _, p in members:
                     self.state[p]["step"] += 1
             group["lrcore_step_count"] = count + 1
-        return check, update
+        return check, update, grads
 
     def _lrcore_class_of(self, group):
         return self._lrcore_class
@@ -235,9 +324,11 @@ def _check_param(t, name):
         raise TypeError(f"{name} is a sparse tensor; lrcore updates dense CPU tensors")
     if t.device.type != "cpu":
         raise ValueError(f"{name} is on {t.device}; lrcore.torch runs on CPU tensors")
+    if t.dtype == torch.complex32:
+        raise TypeError(f"{name} has dtype torch.complex32: complex half-precision params are "
+                        f"not supported; lrcore.torch takes {_DTYPE_NAMES}")
     if t.dtype not in _DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; lrcore.torch takes float32, float64, "
-                        f"complex64 or complex128")
+        raise TypeError(f"{name} has dtype {t.dtype}; lrcore.torch takes {_DTYPE_NAMES}")
     if not _is_dense(t):
         raise ValueError(f"{name} is not dense (shape {tuple(t.shape)}, strides {t.stride()}: "
                          f"its elements overlap or leave gaps); lrcore updates in place and "
@@ -264,11 +355,15 @@ def _check_like(t, p, name):
 
 
 def _flat(t):
-    """A dense tensor's memory as a 1-D numpy array, no copy (complex: its real view)."""
+    """A dense tensor's memory as a 1-D numpy array, no copy (complex: its real view;
+    bfloat16, which numpy lacks: its bit patterns as uint16 tagged for lrcore as bfloat16)."""
     t = t.detach()
     if t.is_complex():
         t = torch.view_as_real(t)
-    return t.as_strided((t.numel(),), (1,), t.storage_offset()).numpy()
+    flat = t.as_strided((t.numel(),), (1,), t.storage_offset())
+    if flat.dtype == torch.bfloat16:
+        return flat.view(torch.int16).numpy().view(_validate.BFLOAT16_BITS)
+    return flat.numpy()
 
 
 def _new_buffer(p, start):
@@ -314,11 +409,12 @@ class SGD(_LrcoreOptimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None):
+                 fused=None, max_grad_norm=None):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize),
-                         foreach=foreach, fused=fused, differentiable=differentiable)
+                         foreach=foreach, fused=fused, differentiable=differentiable,
+                         max_grad_norm=max_grad_norm)
 
     def _array_step(self, st):
         # torch's first momentum step is the one that finds no buffer (it copies the gradient)
@@ -333,11 +429,12 @@ class Adagrad(_LrcoreOptimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
-                 differentiable=False, fused=None):
+                 differentiable=False, fused=None, max_grad_norm=None):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize),
-                         foreach=foreach, fused=fused, differentiable=differentiable)
+                         foreach=foreach, fused=fused, differentiable=differentiable,
+                         max_grad_norm=max_grad_norm)
 
 
 class RMSprop(_LrcoreOptimizer):
@@ -348,10 +445,11 @@ class RMSprop(_LrcoreOptimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False):
+                 differentiable=False, *, max_grad_norm=None):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize),
-                         foreach=foreach, capturable=capturable, differentiable=differentiable)
+                         foreach=foreach, capturable=capturable, differentiable=differentiable,
+                         max_grad_norm=max_grad_norm)
 
 
 class Adam(_LrcoreOptimizer):
@@ -364,7 +462,8 @@ class Adam(_LrcoreOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, decoupled_weight_decay=False):
+                 differentiable=False, fused=None, decoupled_weight_decay=False,
+                 max_grad_norm=None):
         # torch refuses these combinations (its foreach path cannot read tensors); so do we
         if foreach and not capturable:
             if torch.is_tensor(lr):
@@ -383,7 +482,7 @@ class Adam(_LrcoreOptimizer):
                                       maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay),
                          foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable)
+                         differentiable=differentiable, max_grad_norm=max_grad_norm)
 
     def _lrcore_class_of(self, group):
         return optimizers.AdamW if group["decoupled_weight_decay"] else optimizers.Adam
@@ -394,11 +493,11 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None):
+                 differentiable=False, fused=None, max_grad_norm=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True, max_grad_norm=max_grad_norm)
 
     def __setstate__(self, state):
         # as torch.optim.AdamW: whatever was saved, loading into AdamW means decoupled decay

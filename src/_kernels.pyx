@@ -21,7 +21,8 @@ from kernels cimport (lrc_hyper, lrc_array, lrc_kind, lrc_format, LRC_FLOAT32, L
                       lrc_required_buffers, lrc_run, lrc_all_finite, lrc_grad_sumsq,
                       lrc_combination_supported, LRC_CHUNK, LRC_LANES, lrc_isa_dispatched,
                       LRC_ISA_COMPILED, LRC_COMPILER, LRC_THREADING, LRC_MAX_THREADS,
-                      lrc_pool_workers)
+                      lrc_pool_workers, lrc_conversion_names, lrc_conversion_in_use,
+                      lrc_set_conversion_level)
 from lrcore._validate import BFLOAT16_BITS, FORMATS
 from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value
 
@@ -296,7 +297,22 @@ def build_info():
     """What this extension was compiled with and what it dispatches to on this CPU."""
     return {"compiler": LRC_COMPILER.decode(), "isa_compiled": LRC_ISA_COMPILED.decode().split(","),
             "isa_dispatched": lrc_isa_dispatched().decode(), "openmp": 0,
-            "threading": LRC_THREADING.decode()}
+            "threading": LRC_THREADING.decode(),
+            "half_conversions": lrc_conversion_names[lrc_conversion_in_use()].decode()}
+
+
+CONVERSION_LEVELS = ("portable", "avx2", "avx512f")
+
+
+def set_half_conversions(name):
+    """Use the float16 / bfloat16 block conversions of `name` (CONVERSION_LEVELS), or the
+    best this CPU runs (None): for tests, which check that every version gives the same bits
+    on one machine. ValueError when this CPU or build cannot run `name`."""
+    if name is not None and name not in CONVERSION_LEVELS:
+        raise ValueError(f"name must be one of {CONVERSION_LEVELS} or None, got {name!r}")
+    level = -1 if name is None else CONVERSION_LEVELS.index(name)
+    if lrc_set_conversion_level(level) != 0:
+        raise ValueError(f"this CPU or build cannot run the {name!r} half conversions")
 
 
 def pool_workers():

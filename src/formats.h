@@ -1,14 +1,19 @@
 /* Storage formats: how a value is kept in memory, apart from the type the update computes in.
  *
- * A format is a load (storage -> compute type, exact) and a store (compute type -> storage,
- * round to nearest even). float32 and float64 store themselves. float16 and bfloat16 are kept
- * as their uint16 bit patterns and converted with integer and float operations that every
- * compiler vectorizes on every ISA (SSE2 included): no F16C / AVX-512 BF16 instruction is
- * needed, and the results are defined by these lines, not by the CPU.
+ * A format is a load (storage -> float32, exact) and a store (float32 -> storage, round to
+ * nearest even), here over blocks of elements: the kernels widen a block of each half-precision
+ * operand into float32 scratch (in L1), run the float32 update on it and round the written
+ * blocks back (kernels.h). float16 and bfloat16 are kept as their uint16 bit patterns.
  *
- * NaN rule (both half formats): a NaN is stored quieted, its sign and top payload bits kept,
- * as F16C's vcvtps2ph does. Loads are exact bit widenings (a signalling NaN stays one).
- * lrcore/reference.py implements the same rules on bit patterns with numpy.
+ * NaN rule (both half formats): a NaN is stored quieted, its sign and top payload bits kept.
+ * A load widens exactly, but for float16 on F16C hardware a signalling NaN comes out quieted;
+ * every loaded value reaches storage through an operation or a store that quiets it anyway,
+ * so the stored bits are the same either way. lrcore/reference.py implements the same rules
+ * on bit patterns with numpy.
+ *
+ * The scalar conversions below are the definition; on x86 with F16C (every AVX2 CPU), float16
+ * blocks use vcvtph2ps / vcvtps2ph, which give the same bits (checked over every float16 and
+ * a sweep of float32 patterns by tests/test_formats.py through the kernels).
  */
 #ifndef LRCORE_FORMATS_H
 #define LRCORE_FORMATS_H
@@ -72,6 +77,200 @@ LRC_ALWAYS_INLINE uint16_t lrc_store_f16(float f)
     const uint32_t mag = a >= ((127u + 16u) << 23) ? special      /* >= 65536: inf or NaN */
                        : a < (113u << 23) ? sub : normal;         /* below 2**-14: subnormal */
     return (uint16_t)(mag | sign);
+}
+
+/* Block conversions: n elements of a half format widened into float32, or float32 rounded
+ * into a half format. The portable loops apply the scalar definitions above (compilers
+ * vectorize them); on x86-64 hand-vectorized AVX2 (+F16C) and AVX-512 versions, chosen once
+ * at run time, give the same bits 8 or 16 elements at a time (F16C's and AVX-512's float16
+ * conversions round to nearest even and quiet NaNs keeping the top payload bits, as
+ * lrc_store_f16; tests/test_formats.py checks every float16 pattern through the kernels). */
+typedef void (*lrc_widen_fn)(const uint16_t *src, float *dst, ptrdiff_t n);
+typedef void (*lrc_round_fn)(const float *src, uint16_t *dst, ptrdiff_t n);
+
+static void lrc_widen_bf16_portable(const uint16_t *src, float *dst, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) dst[i] = lrc_load_bf16(src[i]);
+}
+static void lrc_round_bf16_portable(const float *src, uint16_t *dst, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) dst[i] = lrc_store_bf16(src[i]);
+}
+static void lrc_widen_f16_portable(const uint16_t *src, float *dst, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) dst[i] = lrc_load_f16(src[i]);
+}
+static void lrc_round_f16_portable(const float *src, uint16_t *dst, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) dst[i] = lrc_store_f16(src[i]);
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(LRC_NO_DISPATCH)
+#define LRC_X86_CONVERSIONS 1
+#include <immintrin.h>
+
+#define LRC_AVX2 __attribute__((target("avx2,f16c")))
+#define LRC_AVX512 __attribute__((target("avx512f")))
+
+LRC_AVX2 static void lrc_widen_bf16_avx2(const uint16_t *src, float *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(u, 16));
+    }
+    lrc_widen_bf16_portable(src + i, dst + i, n - i);
+}
+
+/* lrc_store_bf16 on 8 lanes, each result in the low half of its 32-bit lane. */
+LRC_AVX2 static inline __m256i lrc_round_bf16_8(const float *src)
+{
+    const __m256i u = _mm256_loadu_si256((const __m256i *)src);
+    const __m256i high = _mm256_srli_epi32(u, 16);
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(
+        _mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
+        _mm256_and_si256(high, _mm256_set1_epi32(1))), 16);
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+    return _mm256_blendv_epi8(rounded, _mm256_or_si256(high, _mm256_set1_epi32(0x40)), nan);
+}
+
+LRC_AVX2 static void lrc_round_bf16_avx2(const float *src, uint16_t *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        /* packus interleaves 128-bit lanes; the permute puts them back in order */
+        const __m256i packed = _mm256_packus_epi32(lrc_round_bf16_8(src + i),
+                                                   lrc_round_bf16_8(src + i + 8));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_permute4x64_epi64(packed, 0xd8));
+    }
+    lrc_round_bf16_portable(src + i, dst + i, n - i);
+}
+
+LRC_AVX2 static void lrc_widen_f16_avx2(const uint16_t *src, float *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    lrc_widen_f16_portable(src + i, dst + i, n - i);
+}
+
+LRC_AVX2 static void lrc_round_f16_avx2(const float *src, uint16_t *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    lrc_round_f16_portable(src + i, dst + i, n - i);
+}
+
+LRC_AVX512 static void lrc_widen_bf16_avx512(const uint16_t *src, float *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
+        _mm512_storeu_si512(dst + i, _mm512_slli_epi32(u, 16));
+    }
+    lrc_widen_bf16_portable(src + i, dst + i, n - i);
+}
+
+LRC_AVX512 static void lrc_round_bf16_avx512(const float *src, uint16_t *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i u = _mm512_loadu_si512(src + i);
+        const __m512i high = _mm512_srli_epi32(u, 16);
+        const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(
+            _mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+            _mm512_and_si512(high, _mm512_set1_epi32(1))), 16);
+        const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+            _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+        const __m512i out = _mm512_mask_mov_epi32(
+            rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(out));
+    }
+    lrc_round_bf16_portable(src + i, dst + i, n - i);
+}
+
+LRC_AVX512 static void lrc_widen_f16_avx512(const uint16_t *src, float *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i,
+                         _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    lrc_widen_f16_portable(src + i, dst + i, n - i);
+}
+
+LRC_AVX512 static void lrc_round_f16_avx512(const float *src, uint16_t *dst, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    lrc_round_f16_portable(src + i, dst + i, n - i);
+}
+#undef LRC_AVX2
+#undef LRC_AVX512
+#else
+#define LRC_X86_CONVERSIONS 0
+#endif
+
+/* The conversions of one half format. */
+typedef struct { lrc_widen_fn widen; lrc_round_fn round; } lrc_conversions;
+
+/* Conversion levels, each a row of lrc_conversion_table: [level][0] bfloat16, [1] float16. */
+enum { LRC_CONVERT_PORTABLE = 0, LRC_CONVERT_AVX2 = 1, LRC_CONVERT_AVX512 = 2 };
+static const char *const lrc_conversion_names[3] = {"portable", "avx2", "avx512f"};
+
+#if LRC_X86_CONVERSIONS
+static const lrc_conversions lrc_conversion_table[3][2] = {
+    {{lrc_widen_bf16_portable, lrc_round_bf16_portable},
+     {lrc_widen_f16_portable, lrc_round_f16_portable}},
+    {{lrc_widen_bf16_avx2, lrc_round_bf16_avx2}, {lrc_widen_f16_avx2, lrc_round_f16_avx2}},
+    {{lrc_widen_bf16_avx512, lrc_round_bf16_avx512},
+     {lrc_widen_f16_avx512, lrc_round_f16_avx512}},
+};
+
+/* The best level this CPU runs. */
+static int lrc_conversion_best(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return LRC_CONVERT_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) return LRC_CONVERT_AVX2;
+    return LRC_CONVERT_PORTABLE;
+}
+#else
+static const lrc_conversions lrc_conversion_table[1][2] = {
+    {{lrc_widen_bf16_portable, lrc_round_bf16_portable},
+     {lrc_widen_f16_portable, lrc_round_f16_portable}},
+};
+
+static int lrc_conversion_best(void) { return LRC_CONVERT_PORTABLE; }
+#endif
+
+/* The level in use: the best the CPU runs, chosen at the first use (racing first uses store
+ * the same value), or one set by lrc_set_conversion_level. */
+static int lrc_conversion_level = -1;
+
+static inline int lrc_conversion_in_use(void)
+{
+    if (lrc_conversion_level < 0) lrc_conversion_level = lrc_conversion_best();
+    return lrc_conversion_level;
+}
+
+/* Use `level` (a lower one than the best lets tests run every version on one machine);
+ * -1 restores the best. Returns 0, or -1 when this CPU or build cannot run it. */
+static inline int lrc_set_conversion_level(int level)
+{
+    if (level > lrc_conversion_best()) return -1;
+    lrc_conversion_level = level < 0 ? lrc_conversion_best() : level;
+    return 0;
+}
+
+/* The conversions of half format f (LRC_BFLOAT16 or LRC_FLOAT16). */
+static inline const lrc_conversions *lrc_conversions_of(lrc_format f)
+{
+    return &lrc_conversion_table[lrc_conversion_in_use()][f == LRC_FLOAT16];
 }
 
 #endif /* LRCORE_FORMATS_H */

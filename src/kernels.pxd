@@ -9,6 +9,10 @@ cdef extern from "formats.h" nogil:
         LRC_FLOAT16
         LRC_BFLOAT16
 
+    const char *lrc_conversion_names[3]
+    int lrc_conversion_in_use()
+    int lrc_set_conversion_level(int level)
+
 cdef extern from "kernels.h" nogil:
     ctypedef Py_ssize_t lrc_index
 

@@ -64,3 +64,18 @@ def check_find_lr_example(namespace):
     start, end = loss(np.zeros(8)), loss(namespace["w0"].astype(np.float64))
     assert f"{start:.0f} -> {end:.2f}" == "3483 -> 0.44" and end < start / 1000
     assert namespace["sgd"].step_count == 100 and namespace["sgd"].lr == result.suggestion
+
+
+def test_readme_mixed_precision_example_prints_what_it_says(compiled, capsys):
+    """The numpy mixed-precision example (it continues the first example's X, y)."""
+    pytest.importorskip("ml_dtypes")
+    training = code_blocks("python")[0]
+    mixed = code_blocks("python mixed")[0]
+    namespace = {}
+    exec(compile(training, "README example", "exec"), namespace)
+    capsys.readouterr()
+    exec(compile(mixed, "README mixed-precision example", "exec"), namespace)
+    printed = capsys.readouterr().out.strip().splitlines()
+    claimed = [line.rsplit("# ", 1)[1] for line in mixed.splitlines() if line.startswith("print(")]
+    assert printed == claimed and len(claimed) == 2
+    assert namespace["wb"].dtype.name == "bfloat16" and namespace["state"].step_count == 500
