@@ -76,6 +76,49 @@ def as_format(patterns, dtype):
     return np.ascontiguousarray(patterns, dtype=np.uint16).view(dtype)
 
 
+def conversion_levels():
+    """The half-conversion versions of the kernels this CPU runs (src/formats.h: portable,
+    avx2, avx512f); every one must give the same bits."""
+    kernels = _backend._kernels
+    if kernels is None:
+        return []
+    levels = []
+    for level in kernels.CONVERSION_LEVELS:
+        try:
+            kernels.set_half_conversions(level)
+        except ValueError:
+            continue
+        levels.append(level)
+    kernels.set_half_conversions(None)
+    return levels
+
+
+LEVELS = conversion_levels()
+
+
+@pytest.fixture
+def half_conversions(request):
+    """Run on the half conversions `request.param` (a level of LEVELS), then the best again."""
+    _backend._kernels.set_half_conversions(request.param)
+    yield request.param
+    _backend._kernels.set_half_conversions(None)
+
+
+@pytest.fixture(params=[f"cython-{level}" for level in LEVELS] + ["numpy"])
+def route(request):
+    """Each version of the compiled conversions, and the numpy backend."""
+    if request.param == "numpy":
+        request.getfixturevalue("numpy_backend")
+        yield request.param
+        return
+    request.getfixturevalue("compiled")
+    _backend._kernels.set_half_conversions(request.param.split("-", 1)[1])
+    try:
+        yield request.param
+    finally:
+        _backend._kernels.set_half_conversions(None)
+
+
 HALF = [("float16", np.dtype(np.float16)), ("bfloat16", BF16), ("bfloat16", BITS)]
 HALF_IDS = ["float16", "bfloat16", "bfloat16-bits"]
 
@@ -98,7 +141,7 @@ def test_the_expectations_agree_with_the_bit_rules_they_replace():
 # -- the kernels' loads: a first momentum step stores b = g·1 in float32 ------------------
 
 @pytest.mark.parametrize("fmt, dtype", HALF, ids=HALF_IDS)
-def test_grad_loads_into_float32_are_exact_for_every_pattern(backend, fmt, dtype):
+def test_grad_loads_into_float32_are_exact_for_every_pattern(route, fmt, dtype):
     """float32 params with float16 / bfloat16 grads: the float32 momentum buffer of the first
     step is the widened gradient (times 1), for all 65536 patterns."""
     g = as_format(ALL16, dtype)
@@ -112,7 +155,7 @@ def test_grad_loads_into_float32_are_exact_for_every_pattern(backend, fmt, dtype
 
 
 @pytest.mark.parametrize("fmt, dtype", HALF, ids=HALF_IDS)
-def test_half_buffers_store_back_what_they_loaded(backend, fmt, dtype):
+def test_half_buffers_store_back_what_they_loaded(route, fmt, dtype):
     """Half-precision params and grads: the first momentum step stores b = g (load, ·1,
     store): every non-NaN pattern unchanged, every NaN quieted with sign and payload kept."""
     g = as_format(ALL16, dtype)
@@ -132,7 +175,7 @@ def test_half_buffers_store_back_what_they_loaded(backend, fmt, dtype):
 
 
 @pytest.mark.parametrize("fmt, dtype", HALF, ids=HALF_IDS)
-def test_half_params_survive_an_lr_0_step(backend, fmt, dtype):
+def test_half_params_survive_an_lr_0_step(route, fmt, dtype):
     """p ← store(load(p) − 0·0): every non-NaN param pattern unchanged (±0 included), NaNs
     quieted."""
     p = as_format(ALL16, dtype).copy()
@@ -189,7 +232,7 @@ def store_inputs(fmt, dtype, rng):
 
 
 @pytest.mark.parametrize("fmt, dtype", HALF, ids=HALF_IDS)
-def test_params_store_float32_results_as_numpy_and_ml_dtypes_round(backend, fmt, dtype):
+def test_params_store_float32_results_as_numpy_and_ml_dtypes_round(route, fmt, dtype):
     """SGD on half-precision params computes x = p − lr·(g·2**-k) in float32 and stores it:
     the stored bits equal numpy's float16 / ml_dtypes' bfloat16 rounding of the same float32
     computation (NaNs, e.g. inf − inf, by the NaN rule), for every mantissa and exponent."""
@@ -224,12 +267,13 @@ def test_params_store_float32_results_as_numpy_and_ml_dtypes_round(backend, fmt,
     (2.0**-24, 0x0001), (2.0**-25, 0x0000), (2.0**-25 + 2.0**-48, 0x0001),
     (3 * 2.0**-25, 0x0002), (2.0**-14 - 2.0**-25, 0x0400), (1e-45, 0x0000), (3e38, 0x7C00),
 ])
-def test_float16_boundaries(backend, target, bits):
-    """Named float16 boundaries through a step (p = 0 − lr·(−1)) and through narrow."""
-    p = np.zeros(2, np.float16)
+def test_float16_boundaries(route, target, bits):
+    """Named float16 boundaries through a step (p = 0 − lr·(∓1)) and through narrow."""
+    p = np.zeros(40, np.float16)        # vector blocks and the scalar tail
     state = lrcore.SGD(lr=float(np.float32(target)))
-    lrcore.step(p, np.array([-1.0, 1.0], np.float16), state)
-    assert u16(p).tolist() == [bits, bits | 0x8000]
+    with np.errstate(over="ignore"):
+        lrcore.step(p, np.array([-1.0, 1.0] * 20, np.float16), state)
+    assert u16(p).tolist() == [bits, bits | 0x8000] * 20
     assert u16(reference.narrow(np.array([target, -target], np.float32),
                                 np.dtype(np.float16))).tolist() \
         == [bits, bits | 0x8000]
@@ -315,6 +359,22 @@ def test_widen_and_narrow_keep_the_shape(shape, dtype):
 
 
 # -- the tables the two sides share -------------------------------------------------------
+
+def test_every_conversion_level_this_cpu_runs_is_tested(compiled):
+    """The portable version always runs; the x86 ones where the CPU has them; the level in use
+    shows in build_info() and comes back to the best after a test."""
+    assert LEVELS[0] == "portable"
+    assert set(LEVELS) <= set(_backend._kernels.CONVERSION_LEVELS)
+    best = lrcore.build_info()["half_conversions"]
+    assert best == LEVELS[-1]
+    for level in LEVELS:
+        _backend._kernels.set_half_conversions(level)
+        assert lrcore.build_info()["half_conversions"] == level
+    _backend._kernels.set_half_conversions(None)
+    assert lrcore.build_info()["half_conversions"] == best
+    with pytest.raises(ValueError, match="name must be one of"):
+        _backend._kernels.set_half_conversions("sse9")
+
 
 def test_the_kernels_instantiate_exactly_the_python_combinations(compiled):
     got = _backend._kernels.combinations()

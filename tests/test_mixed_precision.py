@@ -23,6 +23,7 @@ from lrcore import _backend, _validate, reference
 from lrcore.optimizers import clip_coefficient, grad_norm
 
 from conftest import run_python
+from test_formats import LEVELS, half_conversions  # noqa: F401  (a fixture)
 from test_optimizers import CASE_IDS, CASES, OPTIMIZERS, buffer_names
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -226,8 +227,9 @@ class Expected:
 
 # -- parity over every combination, option, grad_scale and max_grad_norm ----------------
 
-# Around every vector width and tail (4, 8, 16 floats; 2, 4, 8 doubles; unrolled loops)
-SIZES = tuple(range(1, 71)) + (127, 128, 129, 255, 256, 257, 1023, 1024, 1025)
+# Around every vector width and tail (4, 8, 16 floats; 2, 4, 8 doubles; unrolled loops) and
+# the half-precision path's blocks of 512 (src/kernels.h LRC_BLOCK)
+SIZES = tuple(range(1, 71)) + (127, 128, 129, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025)
 # grad_scale, max_grad_norm and maximize change a scalar (a factor, a sign mask) of the call,
 # not the loop that runs: every loop (each combination × wd / momentum mode / centered /
 # amsgrad ...) runs on SIZES with both grad_scale and max_grad_norm, the rest on fewer sizes
@@ -345,6 +347,16 @@ def test_every_thread_count_gives_the_reference_bits(compiled, restore_threads, 
         expected.step(g, lr, 0.5, sumsq)
         for threads, params, state in runs:
             expected.assert_matches(state, params, f"step {k}, {threads} threads: ")
+
+
+@pytest.mark.parametrize("half_conversions", LEVELS, indirect=True)
+@pytest.mark.parametrize("combo", [c for c in COMBOS if c not in ("f64", "f32")])
+@pytest.mark.parametrize("cls, lr, options", RICHEST, ids=[c.__name__ for c, _, _ in RICHEST])
+def test_every_half_conversion_version_gives_the_reference_bits(compiled, cls, lr, options, combo,
+                                                                half_conversions):
+    """The portable, AVX2 (F16C) and AVX-512 block conversions (those this CPU runs), over
+    every size of SIZES (vector tails of the conversions, blocks of 512), specials included."""
+    run_parity(cls, lr, options, combo, *VARIANTS["both"])
 
 
 def test_one_call_over_every_combination_at_once(backend):
@@ -695,8 +707,9 @@ def test_raise_with_clipping_leaves_last_grad_norm(backend, combo):
     assert state.step_count == 1 and state.skipped_steps == 0
 
 
+@pytest.mark.parametrize("n", [8, 20])
 @pytest.mark.parametrize("combo", list(COMBOS))
-def test_propagate_with_clipping_follows_torch(combo):
+def test_propagate_with_clipping_follows_torch(combo, n):
     """nonfinite="propagate": an inf grad makes the norm inf and coef 0, so each update uses
     g·0: finite grads leave p as it was, inf grads make it NaN (inf·0); a NaN grad makes
     coef NaN and every param NaN. Both backends give the same bits."""
@@ -708,9 +721,9 @@ def test_propagate_with_clipping_follows_torch(combo):
         try:
             out = []
             for bad in (np.inf, np.nan):
-                p = stored(np.linspace(-1, 1, 20), pdtype)
+                p = stored(np.linspace(-1, 1, n), pdtype)
                 start = p.copy()
-                g = np.ones(20)
+                g = np.ones(n)
                 g[5] = bad
                 g[6] = -bad
                 state = lrcore.SGD(lr=0.1, max_grad_norm=1.0)
@@ -720,7 +733,7 @@ def test_propagate_with_clipping_follows_torch(combo):
                 if bad == np.inf:
                     assert state.last_grad_norm == math.inf
                     assert np.isnan(wide[[5, 6]]).all()
-                    keep = np.ones(20, bool)
+                    keep = np.ones(n, bool)
                     keep[[5, 6]] = False
                     assert np.array_equal(uint_view(p)[keep], uint_view(start)[keep])
                 else:
@@ -795,3 +808,37 @@ def test_bfloat16_bits_need_no_ml_dtypes(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         outs.append(out.stdout)
     assert outs[0] == outs[1]
+
+
+TWO_NANS = [(lrcore.SGD, dict(weight_decay=0.01)), (lrcore.SGD, dict(momentum=0.9, nesterov=True)),
+            (lrcore.Adagrad, dict(weight_decay=0.01)), (lrcore.RMSprop, dict(centered=True)),
+            (lrcore.Adam, dict(weight_decay=0.01, amsgrad=True)), (lrcore.AdamW, {})]
+
+
+@pytest.mark.parametrize("n", [3, 40])
+@pytest.mark.parametrize("combo", ["f64", "f32", "f16", "bf16"])
+def test_two_nans_meeting_give_the_same_bits(combo, n):
+    """A NaN param (−NaN) meeting a NaN gradient (+NaN), and the reverse, at the same element:
+    both backends write the same bits (API.md: the kernels equal the reference bit for bit)."""
+    pdtype, gdtype = COMBOS[combo]
+    results = {}
+    for backend in ("cython", "numpy"):
+        previous = _backend.active
+        lrcore.set_backend(backend)
+        try:
+            for cls, options in TWO_NANS:
+                p = np.linspace(-1, 1, n)
+                g = np.ones(n)
+                p[1], g[1], p[2], g[2] = -np.nan, np.nan, np.nan, -np.nan
+                p, g = stored(p, pdtype), stored(g, gdtype)
+                state = cls(lr=0.1, **options)
+                with np.errstate(all="ignore"):
+                    for _ in range(2):
+                        lrcore.step(p, g, state)
+                results.setdefault(backend, []).append(
+                    [uint_view(p).tolist()] + [uint_view(b[0]).tolist()
+                                               for _, b in sorted(state.buffers.items())])
+        finally:
+            lrcore.set_backend(previous)
+    for (cls, options), got, want in zip(TWO_NANS, results["cython"], results["numpy"]):
+        assert got == want, (cls.__name__, options)
