@@ -80,6 +80,8 @@ def main(argv=None):
     bench.add_argument("--quick", action="store_true", help="small workloads only (seconds)")
     bench.add_argument("--only", nargs="+", metavar="NAME",
                        help="implementations to compare with lrcore, e.g. 'torch fused' DeepSpeed")
+    bench.add_argument("--mixed", action="store_true",
+                       help="only the mixed-precision table (bfloat16 / grad_scale / clipping)")
     commands.add_parser("info", help="print build_info(): version, backend, compiler, ISA, threads")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -102,7 +104,13 @@ def main(argv=None):
         if unknown:
             bench.error(f"unknown implementations {sorted(unknown)}; choose from "
                         f"{', '.join(bench_module.IMPLEMENTATIONS)}")
-        bench_module.report(quick=args.quick, only=args.only)
+        if args.mixed:
+            bench_module.print_mixed_table(
+                [name for name in bench_module.IMPLEMENTATIONS
+                 if (args.only is None or name in args.only or name == "lrcore")
+                 and bench_module.available(name)], quick=args.quick)
+        else:
+            bench_module.report(quick=args.quick, only=args.only)
     elif args.command == "info":
         import lrcore
         for key, value in lrcore.build_info().items():

@@ -48,6 +48,7 @@ def _nan_bits(x, shift, quiet):
 
 def narrow(x, dtype):
     """x (computed values) rounded to storage of `dtype`, as a new array of that dtype."""
+    dtype = np.dtype(dtype)
     fmt = format_of(dtype)
     if fmt not in ("float16", "bfloat16"):
         return x.astype(dtype, copy=False)

@@ -329,38 +329,54 @@ static int lrc_grad_finite(const lrc_array *a)
  * (lane j + lane j + 8, then + 4, + 2, + 1). lrcore/reference.py's grad_sumsq does the
  * same with numpy. *bad is set when an element is not finite. */
 #define LRC_LANES 16
-#define LRC_IDENTITY(x) (x)
+
+/* acc[i mod LRC_LANES] += x[i]² over n elements (x a float or double array), from lane 0. */
+#define LRC_SUMSQ_LANES(x, n, acc)                                                          \
+    do {                                                                                   \
+        const lrc_index body_ = (n) - (n) % LRC_LANES;                                     \
+        for (lrc_index i = 0; i < body_; i += LRC_LANES)                                   \
+            for (int j = 0; j < LRC_LANES; j++) {                                          \
+                const double v = (double)(x)[i + j];                                       \
+                (acc)[j] += v * v;                                                         \
+            }                                                                              \
+        for (lrc_index i = body_; i < (n); i++) {                                          \
+            const double v = (double)(x)[i];                                               \
+            (acc)[i - body_] += v * v;                                                     \
+        }                                                                                  \
+    } while (0)
+
 LRC_MULTIVERSION
 static double lrc_grad_sumsq_piece(const lrc_array *a, int *bad)
 {
     double acc[LRC_LANES] = {0};
-    unsigned nonfinite = 0;
-    const lrc_index n = a->n, body = n - n % LRC_LANES;
-#define LRC_SUMSQ(T, LOAD)                                                                 \
-    {                                                                                      \
-        const T *LRC_RESTRICT g = (const T *)a->grad;                                      \
-        for (lrc_index i = 0; i < body; i += LRC_LANES)                                    \
-            for (int j = 0; j < LRC_LANES; j++) {                                          \
-                const double x = (double)LOAD(g[i + j]);                                   \
-                acc[j] += x * x;                                                           \
-                nonfinite |= !(fabs(x) <= DBL_MAX);                                        \
-            }                                                                              \
-        for (lrc_index i = body; i < n; i++) {                                             \
-            const double x = (double)LOAD(g[i]);                                           \
-            acc[i - body] += x * x;                                                        \
-            nonfinite |= !(fabs(x) <= DBL_MAX);                                            \
-        }                                                                                  \
-    }
+    int nonfinite = 0;
     switch (a->gfmt) {
-    case LRC_FLOAT32:  LRC_SUMSQ(float, LRC_IDENTITY) break;
-    case LRC_FLOAT64:  LRC_SUMSQ(double, LRC_IDENTITY) break;
-    case LRC_FLOAT16:  LRC_SUMSQ(uint16_t, lrc_load_f16) break;
-    case LRC_BFLOAT16: LRC_SUMSQ(uint16_t, lrc_load_bf16) break;
+    case LRC_FLOAT32:
+        LRC_SUMSQ_LANES((const float *)a->grad, a->n, acc);
+        break;
+    case LRC_FLOAT64:
+        LRC_SUMSQ_LANES((const double *)a->grad, a->n, acc);
+        nonfinite = !lrc_grad_finite(a);
+        break;
+    case LRC_FLOAT16:
+    case LRC_BFLOAT16: {
+        /* widened a block at a time (LRC_BLOCK is a multiple of LRC_LANES, so every element
+         * keeps its lane) */
+        float scratch[LRC_BLOCK];
+        const lrc_conversions *c = lrc_conversions_of(a->gfmt);
+        for (lrc_index start = 0; start < a->n; start += LRC_BLOCK) {
+            const lrc_index n = a->n - start < LRC_BLOCK ? a->n - start : LRC_BLOCK;
+            c->widen((const uint16_t *)a->grad + start, scratch, n);
+            LRC_SUMSQ_LANES(scratch, n, acc);
+        }
+        break;
     }
-#undef LRC_SUMSQ
+    }
     for (int width = LRC_LANES / 2; width >= 1; width /= 2)
         for (int j = 0; j < width; j++) acc[j] = acc[j] + acc[j + width];
-    if (nonfinite) *bad = 1;
+    /* float32 and half-precision squares cannot overflow float64: their sum is finite exactly
+     * when every element is; float64 elements are tested by their exponent bits */
+    if (nonfinite || (a->gfmt != LRC_FLOAT64 && !(acc[0] - acc[0] == 0.0))) *bad = 1;
     return acc[0];
 }
 

@@ -127,3 +127,12 @@ def test_schedule_huge_ints_and_bad_inner_configs_are_usage_errors(args, message
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and "usage: lrcore schedule" in out.stderr
     assert message in out.stderr.splitlines()[-1]
+
+
+def test_bench_mixed_prints_only_the_mixed_precision_tables(compiled):
+    out = run_cli("bench", "--mixed", "--quick", "--only", "lrcore")
+    assert out.returncode == 0, out.stderr
+    titles = [line for line in out.stdout.splitlines() if line.startswith(
+        ("float32 params, bfloat16 grads", "bfloat16 params and grads", "grad_scale 1024"))]
+    assert len(titles) == 4
+    assert "Adam (lr 1e-3), time per step; ratio" not in out.stdout     # not the full report
