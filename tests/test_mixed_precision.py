@@ -845,3 +845,22 @@ def test_two_nans_meeting_give_the_same_bits(combo, n):
             lrcore.set_backend(previous)
     for (cls, options), got, want in zip(TWO_NANS, results["cython"], results["numpy"]):
         assert got == want, (cls.__name__, options)
+
+
+@pytest.mark.parametrize("nonfinite", ["skip", "raise"])
+def test_huge_finite_float64_grads_are_not_taken_for_nonfinite(backend, nonfinite):
+    """float64 grads of 1e200 are finite though their sum of squares overflows: no skip, no
+    FloatingPointError; the norm is inf, so coef = 0 and SGD leaves p as it was (g·0)."""
+    p = np.linspace(-1, 1, 40)
+    start = p.copy()
+    state = lrcore.SGD(lr=0.1, max_grad_norm=1.0, nonfinite=nonfinite)
+    assert lrcore.step(p, np.full(40, 1e200), state) == 0.1
+    assert state.skipped_steps == 0 and state.step_count == 1
+    assert state.last_grad_norm == math.inf
+    np.testing.assert_array_equal(p, start)
+    # float32 grads at the top of their range square to finite float64 values
+    q = np.zeros(40, np.float32)
+    state = lrcore.SGD(lr=0.1, max_grad_norm=1.0, nonfinite=nonfinite)
+    lrcore.step(q, np.full(40, 3e38, np.float32), state)
+    assert state.last_grad_norm == pytest.approx(math.sqrt(40) * float(np.float32(3e38)), rel=1e-12)
+    assert state.skipped_steps == 0 and np.isfinite(q).all()
