@@ -29,7 +29,9 @@ def widen(a):
     bfloat16 storage (exact), else a copy in a's own dtype."""
     fmt = format_of(a.dtype)
     if fmt == "bfloat16":
-        return (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        bits = a.view(np.uint16).astype(np.uint32)
+        bits <<= 16             # in place: a 0-d array stays an array (<< gives a scalar)
+        return bits.view(np.float32)
     if fmt == "float16":
         return a.astype(np.float32)
     return np.array(a, copy=True, subok=False)
@@ -56,7 +58,8 @@ def narrow(x, dtype):
     x = np.ascontiguousarray(x, dtype=np.float32)
     nan = np.isnan(x)
     if fmt == "float16":
-        bits = x.astype(np.float16).view(np.uint16)
+        with np.errstate(over="ignore"):    # beyond float16's range is inf, by design
+            bits = x.astype(np.float16).view(np.uint16)
         bits = np.where(nan, _nan_bits(x, 13, 0x200), bits)
     else:
         u = x.view(np.uint32)
