@@ -1,6 +1,8 @@
 /* Element loops of one compute type; kernels.h includes this once for float64 and once for
- * float32 (no include guard on purpose), with LRC_REAL the type, LRC_BITS its unsigned
- * integer, LRC_SQRT its square root and LRC_NAME(name) the suffix of each function name.
+ * float32, and once more for float32 with bfloat16 grads (no include guard on purpose), with
+ * LRC_REAL the type, LRC_BITS its unsigned integer, LRC_SQRT its square root,
+ * LRC_NAME(name) the suffix of each function name, and LRC_G / LRC_LOAD_G(x) how a gradient
+ * element is stored and widened.
  * Each update is written once: it reads every operand, computes, and writes each result
  * once; a value used again within the update is the computed one, not a re-read of memory,
  * so when kernels.h runs these loops on float32 scratch widened from half-precision storage,
@@ -25,7 +27,7 @@ LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
 
 /* The gradient as the update uses it: g·factor (loss scale and clipping, API.md), then its
  * sign flipped when maximizing. */
-#define LRC_GRAD(i) LRC_NAME(flip_sign)(g[i] * gf, flip)
+#define LRC_GRAD(i) LRC_NAME(flip_sign)(LRC_LOAD_G(g[i]) * gf, flip)
 
 /* p -= lr * d, where d is the SGD direction of torch.optim.SGD:
  *   d = ±g (+ wd·p);  b = d on the first step, else b = momentum·b + (1 − dampening)·d;
@@ -34,7 +36,7 @@ LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
  * combination compiles to its own branch-free, vectorizable loop (the same holds for the
  * flags of every *_loop below). */
 LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
+    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
     lrc_index n, LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL mom,
     LRC_REAL damp1, const int has_wd, const int mode)
 {
@@ -69,7 +71,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
     }
 
 LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
+    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
     LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, int mode)
 {
     (void)unused1; (void)unused2;
@@ -91,7 +93,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
 /* Adagrad (torch.optim.Adagrad), clr = lr / (1 + (t − 1)·lr_decay) computed by the caller:
  *   g ← ±g (+ wd·p);  s ← s + g·g;  p ← p − (clr·g) / (√s + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adagrad_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
+    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
     lrc_index n, LRC_REAL clr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL eps,
     const int has_wd)
 {
@@ -106,7 +108,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad_loop)(
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
+    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
     LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, double clr)
 {
     (void)unused1; (void)unused2;
@@ -124,7 +126,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
  *   centered: a ← α·a + (1 − α)·g,  d = √(v − a·a) + eps;  else d = √v + eps;
  *   momentum: b ← momentum·b + g/d,  p ← p − lr·b;  else p ← p − (lr·g)/d. */
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
+    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
     LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n,
     LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1,
     LRC_REAL eps, LRC_REAL mom, const int has_wd, const int centered, const int has_momentum)
@@ -154,7 +156,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
+    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
     LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n, const lrc_hyper *h)
 {
     const LRC_REAL lr = (LRC_REAL)h->lr, gf = (LRC_REAL)h->grad_factor;
@@ -180,7 +182,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
  *   v̂ = max(vmax, v) → vmax (amsgrad, NaN-propagating like torch.maximum) or v;
  *   p ← p − (step_size·m) / (√v̂ / bc2_sqrt + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
+    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
     LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n,
     LRC_REAL step_size, LRC_REAL bc2_sqrt, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd,
     LRC_REAL decay, LRC_REAL b1, LRC_REAL b1c, LRC_REAL b2, LRC_REAL b2c, LRC_REAL eps,
@@ -206,7 +208,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(adam)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_REAL *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
+    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
     LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
     double step_size, double bc2_sqrt)
 {
