@@ -89,7 +89,8 @@ def grad_sumsq(grads):
         finite = finite and bool(np.isfinite(x).all())
         for start in range(0, x.size, CHUNK):
             c = x[start:start + CHUNK]
-            sq = np.concatenate([c * c, np.zeros(-c.size % LANES)]).reshape(-1, LANES)
+            with np.errstate(over="ignore"):   # float64 squares may overflow to inf
+                sq = np.concatenate([c * c, np.zeros(-c.size % LANES)]).reshape(-1, LANES)
             # a reduction over the outer axis adds row after row: each lane in element order
             # (tests/test_reference.py checks this against an explicit loop)
             lanes = np.add.reduce(sq, axis=0)
