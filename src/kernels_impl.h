@@ -1,12 +1,13 @@
-/* Element loops of one compute type; kernels.h includes this once for float64 and once for
- * float32, and once more for float32 with bfloat16 grads (no include guard on purpose), with
- * LRC_REAL the type, LRC_BITS its unsigned integer, LRC_SQRT its square root,
- * LRC_NAME(name) the suffix of each function name, and LRC_G / LRC_LOAD_G(x) how a gradient
- * element is stored and widened.
- * Each update is written once: it reads every operand, computes, and writes each result
- * once; a value used again within the update is the computed one, not a re-read of memory,
- * so when kernels.h runs these loops on float32 scratch widened from half-precision storage,
- * the math is that of float32 params (as torch's fused kernels compute in opmath). */
+/* Element loops of one combination of compute type and storage; kernels.h includes this
+ * once per instantiation (no include guard on purpose), with
+ *   LRC_REAL           the type the update computes in; LRC_BITS its unsigned integer;
+ *                      LRC_SQRT its square root; LRC_NAME(name) the suffix of each function
+ *   LRC_P, LRC_G, LRC_B               how params, grads and buffers are stored
+ *   LRC_LOAD_P(x), LRC_STORE_P(x)     storage <-> LRC_REAL (likewise _G (load only), _B)
+ * Each update is written once: it loads every operand, computes, and stores each result
+ * once, rounded to its storage; a value used again within the update is the computed one,
+ * not a re-read of memory, so half-precision storage gets the math of float32 params (as
+ * torch's fused kernels compute in opmath). */
 
 /* x with its sign bit flipped when flip is the sign mask (maximize), else x: exactly numpy's
  * negative(), NaNs included (−NaN for +NaN), which a multiply by −1 is not. */
@@ -36,26 +37,26 @@ LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
  * combination compiles to its own branch-free, vectorizable loop (the same holds for the
  * flags of every *_loop below). */
 LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT b,
     lrc_index n, LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL mom,
     LRC_REAL damp1, const int has_wd, const int mode)
 {
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
-        const LRC_REAL pi = p[i];
+        const LRC_REAL pi = LRC_LOAD_P(p[i]);
         if (has_wd) d = d + wd * pi;
         LRC_REAL bi;
         switch (mode) {
-        case LRC_MOM_FIRST:          b[i] = d; break;
-        case LRC_MOM_FIRST_NESTEROV: b[i] = d; d = d + mom * d; break;
+        case LRC_MOM_FIRST:          b[i] = LRC_STORE_B(d); break;
+        case LRC_MOM_FIRST_NESTEROV: b[i] = LRC_STORE_B(d); d = d + mom * d; break;
         case LRC_MOM_HEAVY_BALL:
-            bi = mom * b[i] + damp1 * d; b[i] = bi; d = bi; break;
+            bi = mom * LRC_LOAD_B(b[i]) + damp1 * d; b[i] = LRC_STORE_B(bi); d = bi; break;
         case LRC_MOM_NESTEROV:
-            bi = mom * b[i] + damp1 * d; b[i] = bi; d = d + mom * bi;
+            bi = mom * LRC_LOAD_B(b[i]) + damp1 * d; b[i] = LRC_STORE_B(bi); d = d + mom * bi;
             break;
         default: break;
         }
-        p[i] = pi - lr * d;
+        p[i] = LRC_STORE_P(pi - lr * d);
     }
 }
 
@@ -71,8 +72,8 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
     }
 
 LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT b,
-    LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, int mode)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT b,
+    LRC_B *unused1, LRC_B *unused2, lrc_index n, const lrc_hyper *h, int mode)
 {
     (void)unused1; (void)unused2;
     const LRC_REAL lr = (LRC_REAL)h->lr, gf = (LRC_REAL)h->grad_factor;
@@ -93,23 +94,23 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
 /* Adagrad (torch.optim.Adagrad), clr = lr / (1 + (t − 1)·lr_decay) computed by the caller:
  *   g ← ±g (+ wd·p);  s ← s + g·g;  p ← p − (clr·g) / (√s + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adagrad_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT s,
     lrc_index n, LRC_REAL clr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL eps,
     const int has_wd)
 {
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
-        const LRC_REAL pi = p[i];
+        const LRC_REAL pi = LRC_LOAD_P(p[i]);
         if (has_wd) d = d + wd * pi;
-        const LRC_REAL si = s[i] + d * d;
-        s[i] = si;
-        p[i] = pi - (clr * d) / (LRC_SQRT(si) + eps);
+        const LRC_REAL si = LRC_LOAD_B(s[i]) + d * d;
+        s[i] = LRC_STORE_B(si);
+        p[i] = LRC_STORE_P(pi - (clr * d) / (LRC_SQRT(si) + eps));
     }
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT s,
-    LRC_REAL *unused1, LRC_REAL *unused2, lrc_index n, const lrc_hyper *h, double clr)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT s,
+    LRC_B *unused1, LRC_B *unused2, lrc_index n, const lrc_hyper *h, double clr)
 {
     (void)unused1; (void)unused2;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
@@ -126,38 +127,38 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
  *   centered: a ← α·a + (1 − α)·g,  d = √(v − a·a) + eps;  else d = √v + eps;
  *   momentum: b ← momentum·b + g/d,  p ← p − lr·b;  else p ← p − (lr·g)/d. */
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
-    LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n,
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT v,
+    LRC_B *LRC_RESTRICT a, LRC_B *LRC_RESTRICT b, lrc_index n,
     LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1,
     LRC_REAL eps, LRC_REAL mom, const int has_wd, const int centered, const int has_momentum)
 {
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
-        const LRC_REAL pi = p[i];
+        const LRC_REAL pi = LRC_LOAD_P(p[i]);
         if (has_wd) d = d + wd * pi;
-        const LRC_REAL vi = alpha * v[i] + (alpha1 * d) * d;
-        v[i] = vi;
+        const LRC_REAL vi = alpha * LRC_LOAD_B(v[i]) + (alpha1 * d) * d;
+        v[i] = LRC_STORE_B(vi);
         LRC_REAL denom;
         if (centered) {
-            const LRC_REAL ai = alpha * a[i] + alpha1 * d;
-            a[i] = ai;
+            const LRC_REAL ai = alpha * LRC_LOAD_B(a[i]) + alpha1 * d;
+            a[i] = LRC_STORE_B(ai);
             denom = LRC_SQRT(vi - ai * ai) + eps;
         } else {
             denom = LRC_SQRT(vi) + eps;
         }
         if (has_momentum) {
-            const LRC_REAL bi = mom * b[i] + d / denom;
-            b[i] = bi;
-            p[i] = pi - lr * bi;
+            const LRC_REAL bi = mom * LRC_LOAD_B(b[i]) + d / denom;
+            b[i] = LRC_STORE_B(bi);
+            p[i] = LRC_STORE_P(pi - lr * bi);
         } else {
-            p[i] = pi - (lr * d) / denom;
+            p[i] = LRC_STORE_P(pi - (lr * d) / denom);
         }
     }
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT v,
-    LRC_REAL *LRC_RESTRICT a, LRC_REAL *LRC_RESTRICT b, lrc_index n, const lrc_hyper *h)
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT v,
+    LRC_B *LRC_RESTRICT a, LRC_B *LRC_RESTRICT b, lrc_index n, const lrc_hyper *h)
 {
     const LRC_REAL lr = (LRC_REAL)h->lr, gf = (LRC_REAL)h->grad_factor;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
@@ -182,34 +183,34 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
  *   v̂ = max(vmax, v) → vmax (amsgrad, NaN-propagating like torch.maximum) or v;
  *   p ← p − (step_size·m) / (√v̂ / bc2_sqrt + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
-    LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n,
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
+    LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n,
     LRC_REAL step_size, LRC_REAL bc2_sqrt, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd,
     LRC_REAL decay, LRC_REAL b1, LRC_REAL b1c, LRC_REAL b2, LRC_REAL b2c, LRC_REAL eps,
     const int wd_mode, const int amsgrad)
 {
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
-        LRC_REAL pi = p[i];
+        LRC_REAL pi = LRC_LOAD_P(p[i]);
         if (wd_mode == LRC_WD_L2) d = d + wd * pi;
         if (wd_mode == LRC_WD_DECOUPLED) pi = pi * decay;
-        const LRC_REAL mi = b1 * m[i] + b1c * d;
-        const LRC_REAL vi = b2 * v[i] + (b2c * d) * d;
-        m[i] = mi;
-        v[i] = vi;
+        const LRC_REAL mi = b1 * LRC_LOAD_B(m[i]) + b1c * d;
+        const LRC_REAL vi = b2 * LRC_LOAD_B(v[i]) + (b2c * d) * d;
+        m[i] = LRC_STORE_B(mi);
+        v[i] = LRC_STORE_B(vi);
         LRC_REAL vh = vi;
         if (amsgrad) {
-            const LRC_REAL old = vmax[i];
+            const LRC_REAL old = LRC_LOAD_B(vmax[i]);
             vh = (old >= vh || old != old) ? old : vh;
-            vmax[i] = vh;
+            vmax[i] = LRC_STORE_B(vh);
         }
-        p[i] = pi - (step_size * mi) / (LRC_SQRT(vh) / bc2_sqrt + eps);
+        p[i] = LRC_STORE_P(pi - (step_size * mi) / (LRC_SQRT(vh) / bc2_sqrt + eps));
     }
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(adam)(
-    LRC_REAL *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_REAL *LRC_RESTRICT m,
-    LRC_REAL *LRC_RESTRICT v, LRC_REAL *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
+    LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
+    LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
     double step_size, double bc2_sqrt)
 {
     const LRC_REAL ss = (LRC_REAL)step_size, bc2s = (LRC_REAL)bc2_sqrt;
