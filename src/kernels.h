@@ -235,7 +235,7 @@ static inline lrc_array lrc_slice(const lrc_array *a, lrc_index start, lrc_index
  * in double, from the exact integers step and step + 1 each rounded once to double, as the
  * reference's Python ints are (they differ from (double)step + 1.0 at step >= 2**53).
  * step + 1 cannot overflow: a step at step == INT64_MAX is refused before any kernel runs. */
-typedef struct { int sgd_mode; double clr, step_size, bc2_sqrt; } lrc_scalars;
+typedef struct { int sgd_mode; double clr, step_size, inv_bc2_sqrt; } lrc_scalars;
 
 static lrc_scalars lrc_array_scalars(lrc_kind kind, const lrc_hyper *h, int64_t step)
 {
@@ -245,7 +245,7 @@ static lrc_scalars lrc_array_scalars(lrc_kind kind, const lrc_hyper *h, int64_t 
     if (kind == LRC_ADAGRAD) s.clr = h->lr / (1.0 + (double)step * h->lr_decay);
     if (kind == LRC_ADAM) {
         s.step_size = h->lr / (1.0 - pow(h->beta1, t));
-        s.bc2_sqrt = sqrt(1.0 - pow(h->beta2, t));
+        s.inv_bc2_sqrt = 1.0 / sqrt(1.0 - pow(h->beta2, t));
     }
     return s;
 }
@@ -255,7 +255,7 @@ static lrc_scalars lrc_array_scalars(lrc_kind kind, const lrc_hyper *h, int64_t 
     case LRC_SGD: sgd_##sfx(p, g, b0, b1, b2, n, h, s->sgd_mode); break;                   \
     case LRC_ADAGRAD: adagrad_##sfx(p, g, b0, b1, b2, n, h, s->clr); break;                \
     case LRC_RMSPROP: rmsprop_##sfx(p, g, b0, b1, b2, n, h); break;                        \
-    case LRC_ADAM: adam_##sfx(p, g, b0, b1, b2, n, h, s->step_size, s->bc2_sqrt); break;  \
+    case LRC_ADAM: adam_##sfx(p, g, b0, b1, b2, n, h, s->step_size, s->inv_bc2_sqrt); break;  \
     }
 
 LRC_ALWAYS_INLINE void lrc_loops_f64(lrc_kind kind, const lrc_hyper *h, const lrc_scalars *s,

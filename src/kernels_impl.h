@@ -177,15 +177,15 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
 }
 
 /* Adam / AdamW (torch.optim.Adam, AdamW), with step_size = lr / (1 − β1^t) and
- * bc2_sqrt = √(1 − β2^t) computed by the caller:
+ * inv_bc2_sqrt = 1 / √(1 − β2^t) computed by the caller:
  *   g ← ±g;  L2: g ← g + wd·p;  decoupled (AdamW): p ← p·(1 − lr·wd);
  *   m ← β1·m + (1 − β1)·g;  v ← β2·v + ((1 − β2)·g)·g;
  *   v̂ = max(vmax, v) → vmax (amsgrad, NaN-propagating like torch.maximum) or v;
- *   p ← p − (step_size·m) / (√v̂ / bc2_sqrt + eps). */
+ *   p ← p − (step_size·m) / (√v̂·inv_bc2_sqrt + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
     LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n,
-    LRC_REAL step_size, LRC_REAL bc2_sqrt, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd,
+    LRC_REAL step_size, LRC_REAL inv_bc2_sqrt, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd,
     LRC_REAL decay, LRC_REAL b1, LRC_REAL b1c, LRC_REAL b2, LRC_REAL b2c, LRC_REAL eps,
     const int wd_mode, const int amsgrad)
 {
@@ -204,16 +204,16 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
             vh = (old >= vh || old != old) ? old : vh;
             vmax[i] = LRC_STORE_B(vh);
         }
-        p[i] = LRC_STORE_P(pi - (step_size * mi) / (LRC_SQRT(vh) / bc2_sqrt + eps));
+        p[i] = LRC_STORE_P(pi - (step_size * mi) / (LRC_SQRT(vh) * inv_bc2_sqrt + eps));
     }
 }
 
 LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
     LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
-    double step_size, double bc2_sqrt)
+    double step_size, double inv_bc2_sqrt)
 {
-    const LRC_REAL ss = (LRC_REAL)step_size, bc2s = (LRC_REAL)bc2_sqrt;
+    const LRC_REAL ss = (LRC_REAL)step_size, inv_bc2 = (LRC_REAL)inv_bc2_sqrt;
     const LRC_REAL gf = (LRC_REAL)h->grad_factor;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, decay = (LRC_REAL)(1.0 - h->lr * h->weight_decay);
@@ -223,7 +223,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     const int wd_mode = h->weight_decay == 0.0 ? LRC_WD_NONE
                       : h->decoupled_weight_decay ? LRC_WD_DECOUPLED : LRC_WD_L2;
 #define LRC_ADAM_CASE(mode, ams) LRC_NAME(adam_loop)( \
-    p, g, m, v, vmax, n, ss, bc2s, gf, flip, wd, decay, b1, b1c, b2, b2c, eps, mode, ams)
+    p, g, m, v, vmax, n, ss, inv_bc2, gf, flip, wd, decay, b1, b1c, b2, b2c, eps, mode, ams)
     if (h->amsgrad) {
         if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, 1);
         else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, 1);
