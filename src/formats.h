@@ -1,9 +1,10 @@
 /* Storage formats: how a value is kept in memory, apart from the type the update computes in.
  *
  * A format is a load (storage -> float32, exact) and a store (float32 -> storage, round to
- * nearest even), here over blocks of elements: the kernels widen a block of each half-precision
- * operand into float32 scratch (in L1), run the float32 update on it and round the written
- * blocks back (kernels.h). float16 and bfloat16 are kept as their uint16 bit patterns.
+ * nearest even). float16 and bfloat16 are kept as their uint16 bit patterns. The update loops
+ * apply them element by element (bfloat16 params, half-precision grads), or the kernels widen
+ * blocks of float16 params and buffers into float32 scratch with the block conversions below,
+ * run the float32 update on it and round the written blocks back (kernels.h).
  *
  * NaN rule (both half formats): a NaN is stored quieted, its sign and top payload bits kept.
  * A load widens exactly, but for float16 on F16C hardware a signalling NaN comes out quieted;
@@ -81,10 +82,11 @@ LRC_ALWAYS_INLINE uint16_t lrc_store_f16(float f)
 
 /* Block conversions: n elements of a half format widened into float32, or float32 rounded
  * into a half format. The portable loops apply the scalar definitions above (compilers
- * vectorize them); on x86-64 hand-vectorized AVX2 (+F16C) and AVX-512 versions, chosen once
- * at run time, give the same bits 8 or 16 elements at a time (F16C's and AVX-512's float16
- * conversions round to nearest even and quiet NaNs keeping the top payload bits, as
- * lrc_store_f16; tests/test_formats.py checks every float16 pattern through the kernels). */
+ * vectorize them; bfloat16's are a shift and a few integer operations, and bfloat16 params
+ * are converted inside the update loops anyway). float16 has hand-vectorized F16C (AVX2)
+ * and AVX-512 versions on x86-64, chosen once at run time: they round to nearest even and
+ * quiet NaNs keeping the top payload bits, as lrc_store_f16 (tests/test_formats.py checks
+ * every float16 pattern through the kernels at every level). */
 typedef void (*lrc_widen_fn)(const uint16_t *src, float *dst, ptrdiff_t n);
 typedef void (*lrc_round_fn)(const float *src, uint16_t *dst, ptrdiff_t n);
 
@@ -112,41 +114,6 @@ static void lrc_round_f16_portable(const float *src, uint16_t *dst, ptrdiff_t n)
 #define LRC_AVX2 __attribute__((target("avx2,f16c")))
 #define LRC_AVX512 __attribute__((target("avx512f")))
 
-LRC_AVX2 static void lrc_widen_bf16_avx2(const uint16_t *src, float *dst, ptrdiff_t n)
-{
-    ptrdiff_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
-        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(u, 16));
-    }
-    lrc_widen_bf16_portable(src + i, dst + i, n - i);
-}
-
-/* lrc_store_bf16 on 8 lanes, each result in the low half of its 32-bit lane. */
-LRC_AVX2 static inline __m256i lrc_round_bf16_8(const float *src)
-{
-    const __m256i u = _mm256_loadu_si256((const __m256i *)src);
-    const __m256i high = _mm256_srli_epi32(u, 16);
-    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(
-        _mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
-        _mm256_and_si256(high, _mm256_set1_epi32(1))), 16);
-    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
-                                           _mm256_set1_epi32(0x7f800000));
-    return _mm256_blendv_epi8(rounded, _mm256_or_si256(high, _mm256_set1_epi32(0x40)), nan);
-}
-
-LRC_AVX2 static void lrc_round_bf16_avx2(const float *src, uint16_t *dst, ptrdiff_t n)
-{
-    ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        /* packus interleaves 128-bit lanes; the permute puts them back in order */
-        const __m256i packed = _mm256_packus_epi32(lrc_round_bf16_8(src + i),
-                                                   lrc_round_bf16_8(src + i + 8));
-        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_permute4x64_epi64(packed, 0xd8));
-    }
-    lrc_round_bf16_portable(src + i, dst + i, n - i);
-}
-
 LRC_AVX2 static void lrc_widen_f16_avx2(const uint16_t *src, float *dst, ptrdiff_t n)
 {
     ptrdiff_t i = 0;
@@ -162,34 +129,6 @@ LRC_AVX2 static void lrc_round_f16_avx2(const float *src, uint16_t *dst, ptrdiff
         _mm_storeu_si128((__m128i *)(dst + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     lrc_round_f16_portable(src + i, dst + i, n - i);
-}
-
-LRC_AVX512 static void lrc_widen_bf16_avx512(const uint16_t *src, float *dst, ptrdiff_t n)
-{
-    ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
-        _mm512_storeu_si512(dst + i, _mm512_slli_epi32(u, 16));
-    }
-    lrc_widen_bf16_portable(src + i, dst + i, n - i);
-}
-
-LRC_AVX512 static void lrc_round_bf16_avx512(const float *src, uint16_t *dst, ptrdiff_t n)
-{
-    ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512i u = _mm512_loadu_si512(src + i);
-        const __m512i high = _mm512_srli_epi32(u, 16);
-        const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(
-            _mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
-            _mm512_and_si512(high, _mm512_set1_epi32(1))), 16);
-        const __mmask16 nan = _mm512_cmpgt_epu32_mask(
-            _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-        const __m512i out = _mm512_mask_mov_epi32(
-            rounded, nan, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
-        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(out));
-    }
-    lrc_round_bf16_portable(src + i, dst + i, n - i);
 }
 
 LRC_AVX512 static void lrc_widen_f16_avx512(const uint16_t *src, float *dst, ptrdiff_t n)
@@ -226,8 +165,9 @@ static const char *const lrc_conversion_names[3] = {"portable", "avx2", "avx512f
 static const lrc_conversions lrc_conversion_table[3][2] = {
     {{lrc_widen_bf16_portable, lrc_round_bf16_portable},
      {lrc_widen_f16_portable, lrc_round_f16_portable}},
-    {{lrc_widen_bf16_avx2, lrc_round_bf16_avx2}, {lrc_widen_f16_avx2, lrc_round_f16_avx2}},
-    {{lrc_widen_bf16_avx512, lrc_round_bf16_avx512},
+    {{lrc_widen_bf16_portable, lrc_round_bf16_portable},
+     {lrc_widen_f16_avx2, lrc_round_f16_avx2}},
+    {{lrc_widen_bf16_portable, lrc_round_bf16_portable},
      {lrc_widen_f16_avx512, lrc_round_f16_avx512}},
 };
 

@@ -396,29 +396,18 @@ LRC_MULTIVERSION
 static int lrc_grad_finite(const lrc_array *a)
 {
     unsigned bad = 0;
-    lrc_index i;
+#define LRC_EXPONENT_ALL_ONES(T, mask)                                                     \
+    {                                                                                      \
+        const T *LRC_RESTRICT g = (const T *)a->grad;                                      \
+        for (lrc_index i = 0; i < a->n; i++) bad |= (g[i] & (mask)) == (mask);             \
+    }
     switch (a->gfmt) {
-    case LRC_FLOAT32: {
-        const uint32_t *LRC_RESTRICT g = (const uint32_t *)a->grad;
-        for (i = 0; i < a->n; i++) bad |= (g[i] & 0x7f800000u) == 0x7f800000u;
-        break;
+    case LRC_FLOAT32:  LRC_EXPONENT_ALL_ONES(uint32_t, 0x7f800000u) break;
+    case LRC_FLOAT64:  LRC_EXPONENT_ALL_ONES(uint64_t, 0x7ff0000000000000u) break;
+    case LRC_FLOAT16:  LRC_EXPONENT_ALL_ONES(uint16_t, 0x7c00u) break;
+    case LRC_BFLOAT16: LRC_EXPONENT_ALL_ONES(uint16_t, 0x7f80u) break;
     }
-    case LRC_FLOAT64: {
-        const uint64_t *LRC_RESTRICT g = (const uint64_t *)a->grad;
-        for (i = 0; i < a->n; i++) bad |= (g[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u;
-        break;
-    }
-    case LRC_FLOAT16: {
-        const uint16_t *LRC_RESTRICT g = (const uint16_t *)a->grad;
-        for (i = 0; i < a->n; i++) bad |= (g[i] & 0x7c00u) == 0x7c00u;
-        break;
-    }
-    case LRC_BFLOAT16: {
-        const uint16_t *LRC_RESTRICT g = (const uint16_t *)a->grad;
-        for (i = 0; i < a->n; i++) bad |= (g[i] & 0x7f80u) == 0x7f80u;
-        break;
-    }
-    }
+#undef LRC_EXPONENT_ALL_ONES
     return !bad;
 }
 

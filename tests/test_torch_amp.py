@@ -244,23 +244,8 @@ def test_a_permuted_half_param_is_updated_in_place_as_a_contiguous_one(backend, 
 
 # -- max_grad_norm ------------------------------------------------------------------------
 
-OPTIONS = {
-    "SGD": dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-    "Adagrad": dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
-    "RMSprop": dict(lr=0.01, centered=True, momentum=0.5),
-    "Adam": dict(lr=0.01, amsgrad=True, weight_decay=0.01),
-    "AdamW": dict(lr=0.01, weight_decay=0.1),
-}
-
-
-def model_and_data(dtype=torch.float32, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen))
-    x = torch.randn(32, 6, generator=gen)
-    return model.to(dtype), x.to(dtype)
+# the optimizers' options and the small model of lrcore.torch's own tests
+from test_torch_optim import OPTIONS, model_and_data  # noqa: E402
 
 
 def loss_of(model, x):
