@@ -250,49 +250,25 @@ static lrc_scalars lrc_array_scalars(lrc_kind kind, const lrc_hyper *h, int64_t 
     return s;
 }
 
-#define LRC_LOOPS(sfx, T)                                                                  \
-    switch (kind) {                                                                        \
-    case LRC_SGD: sgd_##sfx(p, g, b0, b1, b2, n, h, s->sgd_mode); break;                   \
-    case LRC_ADAGRAD: adagrad_##sfx(p, g, b0, b1, b2, n, h, s->clr); break;                \
-    case LRC_RMSPROP: rmsprop_##sfx(p, g, b0, b1, b2, n, h); break;                        \
-    case LRC_ADAM: adam_##sfx(p, g, b0, b1, b2, n, h, s->step_size, s->inv_bc2_sqrt); break;  \
+/* lrc_loops_SFX: the update of `kind` by the loops of instantiation SFX (its storage types). */
+#define LRC_LOOPS(sfx, P, G, B)                                                            \
+    LRC_ALWAYS_INLINE void lrc_loops_##sfx(lrc_kind kind, const lrc_hyper *h,              \
+                                           const lrc_scalars *s, P *p, const G *g, B *b0,  \
+                                           B *b1, B *b2, lrc_index n)                      \
+    {                                                                                      \
+        switch (kind) {                                                                    \
+        case LRC_SGD: sgd_##sfx(p, g, b0, b1, b2, n, h, s->sgd_mode); break;               \
+        case LRC_ADAGRAD: adagrad_##sfx(p, g, b0, b1, b2, n, h, s->clr); break;            \
+        case LRC_RMSPROP: rmsprop_##sfx(p, g, b0, b1, b2, n, h); break;                    \
+        case LRC_ADAM:                                                                     \
+            adam_##sfx(p, g, b0, b1, b2, n, h, s->step_size, s->inv_bc2_sqrt); break;      \
+        }                                                                                  \
     }
-
-LRC_ALWAYS_INLINE void lrc_loops_f64(lrc_kind kind, const lrc_hyper *h, const lrc_scalars *s,
-                                     double *p, const double *g, double *b0, double *b1,
-                                     double *b2, lrc_index n)
-{
-    LRC_LOOPS(f64, double)
-}
-
-LRC_ALWAYS_INLINE void lrc_loops_f32(lrc_kind kind, const lrc_hyper *h, const lrc_scalars *s,
-                                     float *p, const float *g, float *b0, float *b1, float *b2,
-                                     lrc_index n)
-{
-    LRC_LOOPS(f32, float)
-}
-
-LRC_ALWAYS_INLINE void lrc_loops_f32_gbf16(lrc_kind kind, const lrc_hyper *h,
-                                           const lrc_scalars *s, float *p, const uint16_t *g,
-                                           float *b0, float *b1, float *b2, lrc_index n)
-{
-    LRC_LOOPS(f32_gbf16, float)
-}
-
-LRC_ALWAYS_INLINE void lrc_loops_f32_gf16(lrc_kind kind, const lrc_hyper *h,
-                                          const lrc_scalars *s, float *p, const uint16_t *g,
-                                          float *b0, float *b1, float *b2, lrc_index n)
-{
-    LRC_LOOPS(f32_gf16, float)
-}
-
-LRC_ALWAYS_INLINE void lrc_loops_bf16(lrc_kind kind, const lrc_hyper *h, const lrc_scalars *s,
-                                      uint16_t *p, const uint16_t *g, uint16_t *b0,
-                                      uint16_t *b1, uint16_t *b2, lrc_index n)
-{
-    LRC_LOOPS(bf16, uint16_t)
-}
-
+LRC_LOOPS(f64, double, double, double)
+LRC_LOOPS(f32, float, float, float)
+LRC_LOOPS(f32_gbf16, float, uint16_t, float)
+LRC_LOOPS(f32_gf16, float, uint16_t, float)
+LRC_LOOPS(bf16, uint16_t, uint16_t, uint16_t)
 #undef LRC_LOOPS
 
 /* Elements per block of the half-precision path: five float32 scratch blocks (param, grad,
@@ -324,12 +300,12 @@ static inline void lrc_prefetch_block(const lrc_array *a, lrc_index start)
 }
 
 
-/* One optimizer update of one array, in the runtime-dispatched ISA version. float64 and
- * all-float32 arrays run the loops on their memory. An array with half-precision parts runs
- * the float32 loops block by block: each half-precision operand is widened (exactly) into
- * float32 scratch, float32 operands are used in place, and the written half-precision
- * operands (params, buffers) are rounded back (nearest even), so the arithmetic is that of
- * float32 params, done once per element. */
+/* One optimizer update of one array, in the runtime-dispatched ISA version. The combinations
+ * with an instantiation of their own (float64, float32, bfloat16, float32 with half grads) run
+ * it on their memory. The others (today float16 params) run the float32 loops block by block:
+ * each half-precision operand is widened (exactly) into float32 scratch, float32 operands are
+ * used in place, and the written half-precision operands (params, buffers) are rounded back
+ * (nearest even), so the arithmetic is that of float32 params, done once per element. */
 LRC_MULTIVERSION
 static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
 {
