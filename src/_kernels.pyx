@@ -305,9 +305,10 @@ CONVERSION_LEVELS = ("portable", "avx2", "avx512f")
 
 
 def set_half_conversions(name):
-    """Use the float16 / bfloat16 block conversions of `name` (CONVERSION_LEVELS), or the
-    best this CPU runs (None): for tests, which check that every version gives the same bits
-    on one machine. ValueError when this CPU or build cannot run `name`."""
+    """Use the half-precision block conversions of `name` (CONVERSION_LEVELS: float16's are
+    hand-vectorized per level, bfloat16's portable at each), or the best this CPU runs (None):
+    for tests, which check that every version gives the same bits on one machine. ValueError
+    when this CPU or build cannot run `name`."""
     if name is not None and name not in CONVERSION_LEVELS:
         raise ValueError(f"name must be one of {CONVERSION_LEVELS} or None, got {name!r}")
     level = -1 if name is None else CONVERSION_LEVELS.index(name)
