@@ -301,7 +301,8 @@ def build_info():
             "half_conversions": lrc_conversion_names[lrc_conversion_in_use()].decode()}
 
 
-CONVERSION_LEVELS = ("portable", "avx2", "avx512f")
+# the levels of src/formats.h (lrc_conversion_names), lowest first
+CONVERSION_LEVELS = tuple(lrc_conversion_names[i].decode() for i in range(3))
 
 
 def set_half_conversions(name):
