@@ -25,6 +25,30 @@ COMBINATIONS = (
     ("bfloat16", "bfloat16", "bfloat16"),
 )
 
+# Formats of optimizer state buffers (API.md, compact state): the storage formats, and "8bit",
+# uint8 codes of bitsandbytes' block-wise dynamic quantization with a float32 absmax per block
+# (lrcore/compact.py); numbered on as src/formats.h's lrc_format (LRC_CODES8 = 4).
+BUFFER_FORMATS = FORMATS + ("8bit",)
+
+# Per optimizer kind (src/_kernels.pyx's SGD, ADAGRAD, RMSPROP, ADAM), the buffer names in
+# slot order: the kernels' lrc_array.buf[0..2], and the slot numbers of the stochastic
+# rounding keys (the params are slot 3).
+BUFFER_SLOTS = {
+    0: ("momentum_buffer",),
+    1: ("sum",),
+    2: ("square_avg", "grad_avg", "momentum_buffer"),
+    3: ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+}
+PARAM_SLOT = 3
+
+# Buffers that are never negative: in 8-bit state they use the unsigned dynamic map (all 256
+# codes for [0, 1]); the others the signed one. src/kernels.h's lrc_unsigned_slots agrees.
+UNSIGNED_BUFFERS = frozenset(("sum", "square_avg", "exp_avg_sq", "max_exp_avg_sq"))
+
+# The state_format keyword's values: None keeps buffers in the params' format.
+STATE_FORMATS = (None, "float32", "bfloat16", "8bit")
+PARAM_ROUNDINGS = ("nearest", "stochastic")
+
 # bfloat16 memory without ml_dtypes (lrcore.torch passes torch.bfloat16 tensors this way): its
 # uint16 bit patterns under a dtype tagged as bfloat16.
 BFLOAT16_BITS = np.dtype(np.uint16, metadata={"lrcore.format": "bfloat16"})
@@ -57,11 +81,13 @@ def as_lists(params, grads):
     return list(params), list(grads)
 
 
-def check_step(params, grads, signature, buffers):
+def check_step(params, grads, signature, buffers, layout=None):
     """Raise TypeError / ValueError for anything a step cannot take; return None if all is well.
 
     params, grads: lists (see as_lists). signature: what the state's first step recorded
-    (see signature_of()), or None before it. buffers: the state's {name: [array per param]}.
+    (see signature_of()), or None before it. buffers: the state's {name: [array per param]};
+    layout: what they must be, {name: [(stored format, shape) per param]} (Optimizer.layout),
+    or None for buffers stored as their params (COMBINATIONS).
     """
     for i, (p, g) in enumerate(zip(params, grads)):
         _check_array(p, f"params[{i}]", writeable=True)
@@ -90,13 +116,15 @@ def check_step(params, grads, signature, buffers):
                     f"state's first step, got shape {p.shape} and dtype {dtype_name(p.dtype)}")
     for name, arrays in buffers.items():
         for i, (p, b) in enumerate(zip(params, arrays)):
-            fmt = buffer_format(p.dtype)
-            if not (isinstance(b, np.ndarray) and format_of(b.dtype) == fmt
-                    and b.dtype.isnative and b.size == p.size
+            fmt, shape = (buffer_format(p.dtype), p.shape) if layout is None \
+                else layout[name][i]
+            size = math.prod(shape)
+            if not (isinstance(b, np.ndarray) and stored_format(b.dtype) == fmt
+                    and b.dtype.isnative and b.size == size
                     and b.flags.c_contiguous and b.flags.aligned and b.flags.writeable):
                 raise ValueError(
                     f"state buffer {name}[{i}] no longer matches params[{i}]: expected a "
-                    f"writeable C-contiguous {fmt} array of {p.size} elements; "
+                    f"writeable C-contiguous {fmt} array of {size} elements; "
                     f"restore the state with load_state_dict()")
     _check_overlaps(params, grads, buffers)
 
@@ -220,14 +248,58 @@ def buffer_format(dtype):
     return next(c[2] for c in COMBINATIONS if c[0] == fmt)
 
 
+def stored_format(dtype):
+    """The buffer format (BUFFER_FORMATS) arrays of `dtype` hold: format_of(dtype), or "8bit"
+    for plain uint8 (codes), else None."""
+    if dtype == np.uint8 and dtype.metadata is None:
+        return "8bit"
+    return format_of(dtype)
+
+
+def state_format_of(param_format, size, state_format, min_8bit_size):
+    """The format of the buffers of a param array of `param_format` and `size` elements under
+    the state options (API.md): None -> as COMBINATIONS; "float32" / "bfloat16" -> that;
+    "8bit" -> "8bit" from min_8bit_size elements on, below it "float32" (as bitsandbytes).
+    float64 params keep float64 buffers (ValueError for a compact format)."""
+    if state_format is None:
+        return next(c[2] for c in COMBINATIONS if c[0] == param_format)
+    if param_format == "float64":
+        raise ValueError(f"state_format={state_format!r} is for float32, float16 and bfloat16 "
+                         f"params; float64 params keep float64 buffers (state_format=None)")
+    if state_format == "8bit" and size < min_8bit_size:
+        return "float32"
+    return state_format
+
+
+def compact_options(state_format, param_rounding, seed, min_8bit_size):
+    """The compact-state keywords of an optimizer, checked: (state_format, param_rounding,
+    seed, min_8bit_size)."""
+    if state_format not in STATE_FORMATS:
+        raise ValueError(f"state_format must be one of {', '.join(map(repr, STATE_FORMATS))}, "
+                         f"got {state_format!r}")
+    if param_rounding not in PARAM_ROUNDINGS:
+        raise ValueError(f"param_rounding must be one of "
+                         f"{', '.join(map(repr, PARAM_ROUNDINGS))}, got {param_rounding!r}")
+    for name, value, high in (("seed", seed, 2**64 - 1), ("min_8bit_size", min_8bit_size, INT64_MAX)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {_kind(value)}")
+        if not 0 <= value <= high:
+            raise ValueError(f"{name} must be an int in [0, {'2**64 - 1' if high > INT64_MAX else '2**63 - 1'}], "
+                             f"got {'an int outside that range' if abs(value) > 2**64 else value}")
+    return state_format, param_rounding, int(seed), int(min_8bit_size)
+
+
 def dtype_name(dtype):
     """How messages name a dtype: its storage format if it has one, else numpy's name."""
     return format_of(dtype) or str(dtype)
 
 
 def dtype_of(fmt):
-    """A numpy dtype for arrays of format `fmt`: numpy's own, or for bfloat16 ml_dtypes'
-    when it is loaded (a user holding bfloat16 arrays has loaded it), else BFLOAT16_BITS."""
+    """A numpy dtype for arrays of format `fmt`: numpy's own (uint8 for "8bit" codes), or
+    for bfloat16 ml_dtypes' when it is loaded (a user holding bfloat16 arrays has loaded it),
+    else BFLOAT16_BITS."""
+    if fmt == "8bit":
+        return np.dtype(np.uint8)
     if fmt != "bfloat16":
         return np.dtype(fmt)
     try:

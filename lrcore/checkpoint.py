@@ -72,6 +72,9 @@ def save(state, path):
               "hyperparameters": sd["hyperparameters"], "step_count": sd["step_count"],
               "skipped_steps": sd["skipped_steps"], "array_steps": sd["array_steps"],
               "arrays": sd["arrays"]}
+    if "quantization_maps" in sd:   # 8-bit state: the maps its codes index, as float32 bits
+        header["quantization_maps"] = {k: m.view(np.uint32).tolist()
+                                       for k, m in sd["quantization_maps"].items()}
     arrays = {"lrcore": np.array(json.dumps(header))}
     for name, buffers in sd["buffers"].items():
         for i, b in enumerate(buffers):
@@ -201,6 +204,7 @@ def load(path):
         if isinstance(lr, dict):
             lr = schedules.deserialize(lr["schedule"])
         state = cls(lr=lr, **header["hyperparameters"])
+        maps = header.get("quantization_maps")
         state.load_state_dict({
             "optimizer": header["optimizer"], "lr": lr,
             "hyperparameters": state.state_dict()["hyperparameters"],
@@ -208,6 +212,8 @@ def load(path):
             "array_steps": header["array_steps"],
             "arrays": [tuple(a) for a in header["arrays"]],
             "buffers": buffers,
+            **({} if maps is None else {"quantization_maps": {
+                k: np.array(v, dtype=np.uint32).view(np.float32) for k, v in maps.items()}}),
         })
     except _CORRUPT as exc:
         raise ValueError(f"{path} is not a valid lrcore checkpoint ({exc})") from None
@@ -260,6 +266,19 @@ def _read_archive(archive, file_size):
     arrays = header.get("arrays")
     if not isinstance(arrays, list):
         raise ValueError("the header's 'arrays' is not a list")
+    for index, want in enumerate(arrays):
+        if not (isinstance(want, list) and len(want) == 2 and want[0] in _validate.FORMATS
+                and isinstance(want[1], list) and all(isinstance(n, int) for n in want[1])):
+            raise ValueError(f"the header's arrays[{index}] is not a "
+                             f"({' / '.join(_validate.FORMATS)}, shape) pair")
+    # what each buffer must be: the layout the saved options give the saved arrays; without
+    # one (an unknown optimizer, options it refuses) load() reports the header itself
+    cls = _CLASSES.get(header.get("optimizer"))
+    try:
+        layout = cls(**header["hyperparameters"]).layout(
+            [(fmt, tuple(shape)) for fmt, shape in arrays])
+    except _CORRUPT:
+        return header, {}
 
     found = {}
     for m in members:
@@ -269,18 +288,17 @@ def _read_archive(archive, file_size):
         name, index = match[1], int(match[2])
         if index >= len(arrays):
             raise ValueError(f"member {m.filename!r} has no entry in the header's 'arrays'")
-        want = arrays[index]
-        if not (isinstance(want, list) and len(want) == 2 and want[0] in _validate.FORMATS
-                and isinstance(want[1], list)):
-            raise ValueError(f"the header's arrays[{index}] is not a "
-                             f"({' / '.join(_validate.FORMATS)}, shape) pair")
-        fmt = _validate.buffer_format(_validate.dtype_of(want[0]))
-        stored = np.dtype("<u2") if fmt == "bfloat16" else np.dtype(fmt).newbyteorder("<")
+        if name not in layout:
+            raise ValueError(f"member {m.filename!r} is not a buffer of these options "
+                             f"({', '.join(layout) or 'none'})")
+        fmt, want = layout[name][index]
+        stored = (np.dtype("<u2") if fmt == "bfloat16" else
+                  _validate.dtype_of(fmt).newbyteorder("<"))
 
         def is_expected(dtype, shape, want=want, stored=stored):
-            return dtype == stored and list(shape) == want[1]
+            return dtype == stored and tuple(shape) == want
         data = _read_member(archive, m, is_expected, f"a {stored} array of shape "
-                            f"{tuple(want[1])}{' (bfloat16 bits)' if fmt == 'bfloat16' else ''}")
+                            f"{want}{' (bfloat16 bits)' if fmt == 'bfloat16' else ''}")
         found.setdefault(name, {})[index] = data.astype(data.dtype.newbyteorder("="), copy=False) \
             .view(_validate.dtype_of(fmt))
     buffers = {}

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from lrcore import _backend, _validate, reference
+from lrcore import _backend, _validate, compact, reference
 from lrcore.schedules import LearningRateSchedule
 
 
@@ -35,16 +35,23 @@ class Optimizer:
             setattr(cls, name, property(lambda self, name=name: self._hyper[name],
                                         doc=f"{name} (read-only; load_state_dict sets it)"))
 
-    def __init__(self, lr, nonfinite="propagate", max_grad_norm=None, **hyper):
+    def __init__(self, lr, nonfinite="propagate", max_grad_norm=None, state_format=None,
+                 param_rounding="nearest", seed=0, min_8bit_size=4096, **hyper):
         if nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}, "
                              f"got {nonfinite!r}")
         max_grad_norm = _validate.optional_positive(max_grad_norm, "max_grad_norm")
+        state_format, param_rounding, seed, min_8bit_size = _validate.compact_options(
+            state_format, param_rounding, seed, min_8bit_size)
         self._hyper = hyper = {name: self._checks[name](value, name)
                                for name, value in hyper.items()}
         self._update_hyper = {k: v for k, v in hyper.items() if k not in self._init_only}
-        hyper["nonfinite"] = nonfinite
-        hyper["max_grad_norm"] = max_grad_norm
+        hyper.update(nonfinite=nonfinite, max_grad_norm=max_grad_norm, state_format=state_format,
+                     param_rounding=param_rounding, seed=seed, min_8bit_size=min_8bit_size)
+        # which writes round stochastically: bit j for buffer slot j, bit 3 for the params
+        # (src/kernels.h lrc_array.stochastic)
+        rounding = (0b111 if state_format == "bfloat16" else 0) \
+            | (1 << _validate.PARAM_SLOT if param_rounding == "stochastic" else 0)
         kernels = _backend._kernels
         if kernels is None:
             self._core = _Core(NONFINITE[nonfinite], max_grad_norm or 0.0)
@@ -52,7 +59,7 @@ class Optimizer:
             values = self._kernel_values()
             self._core = kernels.StepCore(self._kernel_kind, tuple(
                 values.get(name, 0) for name in kernels.HYPER_FIELDS), NONFINITE[nonfinite],
-                max_grad_norm or 0.0)
+                max_grad_norm or 0.0, seed, rounding)
         self.lr = lr
 
     # -- the step --------------------------------------------------------------------
@@ -71,10 +78,11 @@ class Optimizer:
         try:
             if binding:     # the first step binds the state; undone below if the step fails
                 _validate.check_step(params, grads, None, {})
+                arrays = [(_validate.format_of(p.dtype), p.shape) for p in params]
+                layout = self.layout(arrays)
                 core.bind(_validate.signature_of((p.dtype, p.shape) for p in params),
                           np.zeros(len(params), dtype=np.int64),
-                          {name: [self._new_buffer(p, name) for p in params]
-                           for name in self._buffers_needed()})
+                          self._new_buffers(layout, [p.dtype for p in params]), layout)
             lr = self._lr_at(core.step_count)
             updated = self._update(params, grads, lr, grad_scale)
         except BaseException:
@@ -97,7 +105,7 @@ class Optimizer:
         core = self._core
         if _backend.active == "cython":
             return core.run(params, grads, lr, grad_scale, clip_coef)
-        _validate.check_step(params, grads, core.signature, core.buffers)
+        _validate.check_step(params, grads, core.signature, core.buffers, core.layout)
         _validate.check_counts(core.step_count, core.skipped_steps, core.array_steps.tolist(),
                                grads, core.nonfinite == NONFINITE["skip"])
         return self._reference_update(params, grads, lr, grad_scale, clip_coef)
@@ -127,20 +135,26 @@ class Optimizer:
         factor = (1.0 / grad_scale) * coef
         writes = []     # (target, new value)
         counts = []     # (index, new count)
+        slots = _validate.BUFFER_SLOTS[self._kernel_kind]
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
             # copies in the type the update computes in (base-class arrays whatever the
-            # subclass, e.g. numpy.memmap), rounded back to each array's storage below
+            # subclass, e.g. numpy.memmap), stored back to each array's format below
             new_p = reference.widen(p)
             new_g = reference.widen(g)
             new_g = new_g * new_g.dtype.type(factor)
-            new_buffers = {name: reference.widen(arrays[i]) for name, arrays in core.buffers.items()}
+            new_buffers = {name: self._decoded(name, i) for name in self._buffers_needed()}
             self._reference(new_p, new_g, step=int(core.array_steps[i]), lr=lr,
                             **new_buffers, **self._update_hyper)
-            writes.append((p, reference.narrow(new_p, p.dtype)))
-            writes += [(core.buffers[name][i], reference.narrow(new, core.buffers[name][i].dtype))
-                       for name, new in new_buffers.items()]
+            writes.append((p, self._stored(new_p, p.dtype, i, _validate.PARAM_SLOT)))
+            for name, new in new_buffers.items():
+                b = core.buffers[name][i]
+                if _validate.stored_format(b.dtype) == "8bit":
+                    codes, absmax = compact.quantize(new, name not in _validate.UNSIGNED_BUFFERS)
+                    writes += [(b, codes), (core.buffers[name + "_absmax"][i], absmax)]
+                else:
+                    writes.append((b, self._stored(new, b.dtype, i, slots.index(name))))
             counts.append((i, int(core.array_steps[i]) + 1))
         steps = core.array_steps        # in place: the core owns the array
         _commit([lambda t=t, v=v: np.copyto(t, v) for t, v in writes]
@@ -150,13 +164,17 @@ class Optimizer:
         return True
 
     def _update_external(self, params, grads, buffers, array_steps, lr, grad_scale=1.0,
-                         clip_coef=None):
+                         clip_coef=None, step_count=0):
         """One update of arrays whose buffers and per-array counts live elsewhere (lrcore.torch
         keeps them in torch.optim's state): bind the core to them for this call, run the step,
         leave everything updated in place (array_steps incremented). Checks as a step does.
-        grad_scale and clip_coef as in _update; False if skipped (nonfinite="skip")."""
+        grad_scale and clip_coef as in _update; step_count: the update's number, which keys
+        the stochastic rounding; False if skipped (nonfinite="skip")."""
         core = self._core
-        core.bind(_validate.signature_of((p.dtype, p.shape) for p in params), array_steps, buffers)
+        core.step_count = step_count
+        layout = self.layout([(_validate.format_of(p.dtype), p.shape) for p in params])
+        core.bind(_validate.signature_of((p.dtype, p.shape) for p in params), array_steps,
+                  buffers, layout)
         try:
             return self._update(params, grads, lr, grad_scale, clip_coef)
         finally:
@@ -170,11 +188,74 @@ class Optimizer:
         """The value a buffer starts at."""
         return 0.0
 
-    def _new_buffer(self, p, name):
-        """Buffer `name` for param p: its storage format (COMBINATIONS), at its start value."""
-        dtype = p.dtype if _validate.format_of(p.dtype) == _validate.buffer_format(p.dtype) \
-            else _validate.dtype_of(_validate.buffer_format(p.dtype))
-        return reference.full(p, self._buffer_start(name), dtype)
+    def layout(self, arrays):
+        """What this state's buffers are for param arrays [(format name, shape)]:
+        {buffer name: [(stored format, shape) per array]} (API.md): each buffer in the format
+        state_format gives the array (_validate.state_format_of), and with state_format="8bit"
+        `name + "_absmax"`, float32 of one entry per 256-element block of the 8-bit arrays
+        (empty for the arrays below min_8bit_size). ValueError for params the options cannot
+        take."""
+        h = self._hyper
+        formats = []
+        for i, (fmt, shape) in enumerate(arrays):
+            try:
+                formats.append(_validate.state_format_of(fmt, math.prod(shape),
+                                                         h["state_format"], h["min_8bit_size"]))
+            except ValueError as exc:
+                raise ValueError(f"params[{i}] is float64: {exc}") from None
+            if fmt == "float16" and h["param_rounding"] == "stochastic":
+                raise ValueError(f"param_rounding='stochastic' rounds bfloat16 params; params[{i}] "
+                                 f"is float16, which rounds to nearest (param_rounding='nearest')")
+        out = {}
+        for name in self._buffers_needed():
+            out[name] = [(f, shape) for f, (_, shape) in zip(formats, arrays)]
+            if h["state_format"] == "8bit":
+                out[name + "_absmax"] = [
+                    ("float32", (-(-math.prod(shape) // compact.BLOCK) if f == "8bit" else 0,))
+                    for f, (_, shape) in zip(formats, arrays)]
+        return out
+
+    def _new_buffers(self, layout, dtypes):
+        """The buffers of `layout` at their start values (_buffer_start): 8-bit ones quantized,
+        the others rounded to nearest in their format, of the param's dtype (dtypes[i]) when
+        they share its format (bfloat16 kept as ml_dtypes' or as BFLOAT16_BITS, as given)."""
+        buffers = {name: [] for name in layout}
+        for name in self._buffers_needed():
+            start = self._buffer_start(name)
+            for (fmt, shape), dtype in zip(layout[name], dtypes):
+                if fmt == "8bit":
+                    codes, absmax = compact.quantize(np.full(shape, start, dtype=np.float32),
+                                                     name not in _validate.UNSIGNED_BUFFERS)
+                    buffers[name].append(codes)
+                    buffers[name + "_absmax"].append(absmax)
+                else:
+                    if _validate.format_of(dtype) != fmt:
+                        dtype = _validate.dtype_of(fmt)
+                    buffers[name].append(reference.full(shape, start, dtype))
+                    if name + "_absmax" in layout:
+                        buffers[name + "_absmax"].append(np.zeros(0, dtype=np.float32))
+        return buffers
+
+    def _decoded(self, name, i):
+        """Buffer `name` of array i as the update computes on it: a new float32 (float64 for
+        float64 params) array; 8-bit codes dequantized."""
+        b = self._core.buffers[name][i]
+        if _validate.stored_format(b.dtype) == "8bit":
+            return compact.dequantize(b, self._core.buffers[name + "_absmax"][i],
+                                      name not in _validate.UNSIGNED_BUFFERS)
+        return reference.widen(b)
+
+    def _stored(self, x, dtype, i, slot):
+        """Computed values x stored as `dtype` for slot `slot` of array i: bfloat16 written
+        with stochastic rounding when the options say so (keyed by seed, step_count, i, slot),
+        else reference.narrow (nearest)."""
+        h = self._hyper
+        stochastic = (h["param_rounding"] == "stochastic" if slot == _validate.PARAM_SLOT
+                      else h["state_format"] == "bfloat16")
+        if stochastic and _validate.format_of(dtype) == "bfloat16":
+            key = compact.rounding_key(h["seed"], self._core.step_count, i, slot)
+            return compact.round_bf16_stochastic(x, key).reshape(np.shape(x)).view(dtype)
+        return reference.narrow(x, dtype)
 
     def _kernel_values(self):
         """Hyperparameters by the kernels' field names (_kernels.HYPER_FIELDS); absent ones are 0."""
@@ -233,6 +314,18 @@ class Optimizer:
         """The global gradient-norm bound of every step (None: no clipping; read-only)."""
         return self._hyper["max_grad_norm"]
 
+    state_format = property(lambda self: self._hyper["state_format"],
+                            doc="The buffers' format option: None, 'float32', 'bfloat16' or "
+                                "'8bit' (read-only).")
+    param_rounding = property(lambda self: self._hyper["param_rounding"],
+                              doc="How bfloat16 params are rounded: 'nearest' or 'stochastic' "
+                                  "(read-only).")
+    seed = property(lambda self: self._hyper["seed"],
+                    doc="The seed of the stochastic rounding (read-only).")
+    min_8bit_size = property(lambda self: self._hyper["min_8bit_size"],
+                             doc="Arrays with fewer elements keep float32 buffers under "
+                                 "state_format='8bit' (read-only).")
+
     @property
     def last_grad_norm(self):
         """The gradient norm (before clipping, of g / grad_scale) of the last step that
@@ -249,6 +342,22 @@ class Optimizer:
     def array_steps(self):
         """Per array, how many updates it has received (drives the first-momentum-step rule)."""
         return self._core.array_steps.tolist()
+
+    @property
+    def state_bytes(self):
+        """Bytes all buffers occupy (codes and absmax included); 0 before the first step."""
+        return sum(b.nbytes for arrays in self._core.buffers.values() for b in arrays)
+
+    def buffer_values(self, name):
+        """Buffer `name` decoded: [one new array per param array], float32 (float64 for
+        float64 params), 8-bit codes dequantized (map[code]·absmax) and bfloat16 widened.
+        ValueError for a name this state does not have (the _absmax arrays are not buffers
+        of their own)."""
+        core = self._core
+        if name not in self._buffers_needed() or name not in core.buffers:
+            raise ValueError(f"name must be one of this state's buffers "
+                             f"{list(self._buffers_needed()) if core.buffers else []}, got {name!r}")
+        return core.locked(lambda: [self._decoded(name, i) for i in range(len(core.buffers[name]))])
 
     @property
     def buffers(self):
@@ -285,6 +394,9 @@ class Optimizer:
             "array_steps": core.array_steps.tolist(),
             "arrays": [(fmt, shape) for fmt, shape in arrays],
             "buffers": {name: [b.copy() for b in bufs] for name, bufs in core.buffers.items()},
+            **({"quantization_maps": {"signed": compact.dynamic_map(True).copy(),
+                                      "unsigned": compact.dynamic_map(False).copy()}}
+               if self._hyper["state_format"] == "8bit" else {}),
         }
 
     def load_state_dict(self, state_dict):
@@ -347,21 +459,25 @@ class Optimizer:
                 or not all(is_count(s) for s in steps)):
             raise ValueError(f"state_dict['array_steps'] must hold {len(arrays)} ints in "
                              f"[0, 2**63 - 1]")
-        needed = fresh._buffers_needed() if arrays else ()
+        layout = fresh.layout(arrays) if arrays else {}
         buffers = state_dict["buffers"]
-        if not isinstance(buffers, dict) or sorted(buffers) != sorted(needed):
-            raise ValueError(f"state_dict['buffers'] must hold {list(needed)} for these options, "
+        if not isinstance(buffers, dict) or sorted(buffers) != sorted(layout):
+            raise ValueError(f"state_dict['buffers'] must hold {list(layout)} for these options, "
                              f"got {list(buffers) if isinstance(buffers, dict) else buffers!r}")
-        kinds = [_validate.buffer_format(_validate.dtype_of(fmt)) for fmt, _ in arrays]
-        for key in needed:
+        for key, want in layout.items():
             bufs = buffers[key]
             if not isinstance(bufs, (list, tuple)) or len(bufs) != len(arrays) or any(
-                    not isinstance(b, np.ndarray) or _validate.format_of(b.dtype) != kind
+                    not isinstance(b, np.ndarray) or _validate.stored_format(b.dtype) != fmt
                     or not b.dtype.isnative or b.shape != shape
-                    for b, kind, (_, shape) in zip(bufs, kinds, arrays)):
+                    for b, (fmt, shape) in zip(bufs, want)):
                 raise ValueError(f"state_dict['buffers'][{key!r}] must hold one array per "
-                                 f"param, of shapes and dtypes "
-                                 f"{[(k, s) for k, (_, s) in zip(kinds, arrays)]}")
+                                 f"param, of formats and shapes {want}")
+        maps = state_dict.get("quantization_maps")     # absent from dicts without 8-bit state
+        if maps is not None and not (isinstance(maps, dict) and sorted(maps) == ["signed", "unsigned"]
+                                     and all(np.array_equal(np.asarray(maps[k]), compact.dynamic_map(k == "signed"))
+                                             for k in maps)):
+            raise ValueError("state_dict['quantization_maps'] must be lrcore's dynamic maps "
+                             "{'signed', 'unsigned'}: 8-bit codes of other maps cannot be decoded")
         core = fresh._core
         core.step_count = int(state_dict["step_count"])
         core.skipped_steps = int(state_dict.get("skipped_steps", 0))
@@ -369,7 +485,7 @@ class Optimizer:
             core.bind(_validate.signature_of((_validate.dtype_of(f), s) for f, s in arrays),
                       np.array(steps, dtype=np.int64),
                       {key: [np.array(b, order="C", copy=True) for b in buffers[key]]
-                       for key in needed})
+                       for key in layout}, layout)
         # under the current core's lock: a step running in another thread finishes first
         self._core.locked(self._adopt, fresh)
 
@@ -442,11 +558,13 @@ class _Core:
         finally:
             self.release()
 
-    def bind(self, signature, array_steps, buffers):
+    def bind(self, signature, array_steps, buffers, layout):
         self.signature, self.array_steps, self.buffers = signature, array_steps, buffers
+        self.layout = layout
 
     def unbind(self):
         self.signature, self.array_steps, self.buffers = None, np.zeros(0, dtype=np.int64), {}
+        self.layout = None
 
 
 def python_step(params, grads, state, *, grad_scale=None):
@@ -503,8 +621,10 @@ class SGD(Optimizer):
                    maximize=_flag)
 
     def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, maximize=False, *, nonfinite="propagate", max_grad_norm=None):
-        super().__init__(lr, nonfinite, max_grad_norm, momentum=momentum, dampening=dampening,
+                 weight_decay=0.0, maximize=False, *, nonfinite="propagate", max_grad_norm=None,
+                 state_format=None, param_rounding="nearest", seed=0, min_8bit_size=4096):
+        super().__init__(lr, nonfinite, max_grad_norm, state_format, param_rounding, seed,
+                         min_8bit_size, momentum=momentum, dampening=dampening,
                          nesterov=nesterov, weight_decay=weight_decay, maximize=maximize)
         h = self._hyper
         if h["nesterov"] and (h["momentum"] == 0 or h["dampening"] != 0):
@@ -531,8 +651,10 @@ class Adagrad(Optimizer):
                    eps=_real, maximize=_flag)
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, maximize=False, *, nonfinite="propagate", max_grad_norm=None):
-        super().__init__(lr, nonfinite, max_grad_norm, lr_decay=lr_decay, weight_decay=weight_decay,
+                 eps=1e-10, maximize=False, *, nonfinite="propagate", max_grad_norm=None,
+                 state_format=None, param_rounding="nearest", seed=0, min_8bit_size=4096):
+        super().__init__(lr, nonfinite, max_grad_norm, state_format, param_rounding, seed,
+                         min_8bit_size, lr_decay=lr_decay, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, eps=eps,
                          maximize=maximize)
 
@@ -560,8 +682,10 @@ class RMSprop(Optimizer):
                    maximize=_flag)
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False, *, nonfinite="propagate", max_grad_norm=None):
-        super().__init__(lr, nonfinite, max_grad_norm, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                 centered=False, maximize=False, *, nonfinite="propagate", max_grad_norm=None,
+                 state_format=None, param_rounding="nearest", seed=0, min_8bit_size=4096):
+        super().__init__(lr, nonfinite, max_grad_norm, state_format, param_rounding, seed,
+                         min_8bit_size, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered, maximize=maximize)
 
 
@@ -586,8 +710,10 @@ class Adam(Optimizer):
     _checks = dict(betas=_betas, eps=_real, weight_decay=_real, amsgrad=_flag, maximize=_flag)
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, *, nonfinite="propagate", max_grad_norm=None):
-        super().__init__(lr, nonfinite, max_grad_norm, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                 maximize=False, *, nonfinite="propagate", max_grad_norm=None,
+                 state_format=None, param_rounding="nearest", seed=0, min_8bit_size=4096):
+        super().__init__(lr, nonfinite, max_grad_norm, state_format, param_rounding, seed,
+                         min_8bit_size, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize)
 
 
@@ -608,6 +734,8 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False, *, nonfinite="propagate", max_grad_norm=None):
+                 amsgrad=False, maximize=False, *, nonfinite="propagate", max_grad_norm=None,
+                 state_format=None, param_rounding="nearest", seed=0, min_8bit_size=4096):
         super().__init__(lr, betas, eps, weight_decay, amsgrad, maximize, nonfinite=nonfinite,
-                         max_grad_norm=max_grad_norm)
+                         max_grad_norm=max_grad_norm, state_format=state_format,
+                         param_rounding=param_rounding, seed=seed, min_8bit_size=min_8bit_size)

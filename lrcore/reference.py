@@ -70,9 +70,9 @@ def narrow(x, dtype):
     return bits.astype(np.uint16).reshape(shape).view(dtype)
 
 
-def full(like, value, dtype):
-    """An array of like's shape and `dtype`, every element `value` stored in that dtype."""
-    return narrow(np.full(like.shape, value, dtype=np.float64 if format_of(dtype) == "float64"
+def full(shape, value, dtype):
+    """An array of `shape` and `dtype`, every element `value` stored in that dtype."""
+    return narrow(np.full(shape, value, dtype=np.float64 if format_of(dtype) == "float64"
                           else np.float32), dtype)
 
 

@@ -7,7 +7,7 @@ signature, overlap), then one nogil region runs the element kernels of src/kerne
 arrays of the call. The checks here are boolean and cheap; when one fails, the Python
 validator (lrcore/_validate.py) is asked to raise, so both backends give the same messages.
 """
-from libc.stdint cimport int64_t, INT64_MAX
+from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, NOWAIT_LOCK,
                                WAIT_LOCK)
@@ -17,13 +17,14 @@ import numpy as np
 cimport numpy as cnp
 
 from kernels cimport (lrc_hyper, lrc_array, lrc_kind, lrc_format, LRC_FLOAT32, LRC_FLOAT64,
-                      LRC_FLOAT16, LRC_BFLOAT16, LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM,
+                      LRC_FLOAT16, LRC_BFLOAT16, LRC_CODES8, LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM,
                       lrc_required_buffers, lrc_run, lrc_all_finite, lrc_grad_sumsq,
                       lrc_combination_supported, LRC_CHUNK, LRC_LANES, lrc_isa_dispatched,
                       LRC_ISA_COMPILED, LRC_COMPILER, LRC_THREADING, LRC_MAX_THREADS,
                       lrc_pool_workers, lrc_conversion_names, lrc_conversion_in_use,
-                      lrc_set_conversion_level)
-from lrcore._validate import BFLOAT16_BITS, FORMATS
+                      lrc_set_conversion_level, lrc_state_supported, LRC_Q8_BLOCK,
+                      lrc_rounding_key)
+from lrcore._validate import BFLOAT16_BITS, BUFFER_FORMATS, BUFFER_SLOTS, FORMATS
 from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value
 
 cdef extern from "overlap.h" nogil:
@@ -61,13 +62,8 @@ def combinations():
 # with decoupled_weight_decay set.
 SGD, ADAGRAD, RMSPROP, ADAM = LRC_SGD, LRC_ADAGRAD, LRC_RMSPROP, LRC_ADAM
 
-# Per kind, the state buffer names that fill lrc_array.buf[0], buf[1], buf[2] (torch's names).
-BUFFER_SLOTS = {
-    SGD: ("momentum_buffer",),
-    ADAGRAD: ("sum",),
-    RMSPROP: ("square_avg", "grad_avg", "momentum_buffer"),
-    ADAM: ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-}
+# Per kind, the state buffer names that fill lrc_array.buf[0], buf[1], buf[2] (torch's names)
+# are lrcore._validate.BUFFER_SLOTS, keyed by these kinds.
 
 # Order of the hyperparameter tuple step() unpacks into lrc_hyper (all but lr).
 HYPER_FIELDS = ("weight_decay", "momentum", "dampening", "beta1", "beta2", "eps", "alpha",
@@ -157,6 +153,8 @@ cdef int _format_of(cnp.ndarray a) except -2:
         return LRC_FLOAT64
     if typenum == cnp.NPY_FLOAT16:
         return LRC_FLOAT16
+    if typenum == cnp.NPY_UINT8 and (<object>cnp.PyArray_DESCR(a)).metadata is None:
+        return LRC_CODES8          # 8-bit state codes (never a param or grad format)
     if typenum == _bfloat16_typenum or <object>cnp.PyArray_DESCR(a) is BFLOAT16_BITS:
         return LRC_BFLOAT16
     from lrcore._validate import format_of
@@ -193,20 +191,24 @@ cdef inline void _add_span(Span *spans, Py_ssize_t *count, cnp.ndarray a, int wr
         count[0] += 1
 
 
-cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signature,
+cdef bint _check_and_fill(list params, list grads, list slots, list absmax_slots,
+                          cnp.ndarray buffer_formats, cnp.ndarray signature,
                           cnp.ndarray array_steps, lrc_array *arrays, Span *spans) except -1:
     """Check every array of the call and fill `arrays`; False on the first failed check.
-    slots: per buffer slot, the state's list of arrays or None."""
+    slots: per buffer slot, the state's list of arrays or None; absmax_slots likewise, the
+    lists of float32 absmax arrays of 8-bit buffers; buffer_formats: per array, the format
+    its buffers were bound with (lrc_format)."""
     cdef Py_ssize_t n = len(params), i, j, d, nspans = 0, pos = 0
     cdef Py_ssize_t siglen = cnp.PyArray_SIZE(signature)
     cdef const int64_t *sig = <const int64_t *>cnp.PyArray_DATA(signature)
     cdef const int64_t *steps = <const int64_t *>cnp.PyArray_DATA(array_steps)
-    cdef int fmt, gfmt, ndim
+    cdef int fmt, gfmt, bfmt, ndim
+    cdef const int64_t *bfmts = <const int64_t *>cnp.PyArray_DATA(buffer_formats)
     cdef int rw = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED | cnp.NPY_ARRAY_WRITEABLE
     cdef int ro = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
-    cdef cnp.ndarray p, g, b
+    cdef cnp.ndarray p, g, b, m
     cdef cnp.npy_intp *dims
-    if len(grads) != n or cnp.PyArray_SIZE(array_steps) != n:
+    if len(grads) != n or cnp.PyArray_SIZE(array_steps) != n or cnp.PyArray_SIZE(buffer_formats) != n:
         return False
     for i in range(n):
         # signature record of array i: format, ndim, dims...
@@ -228,14 +230,20 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
         pos += 2 + ndim
         arrays[i].param = cnp.PyArray_DATA(p)
         arrays[i].step = steps[i]
-        # buffers are stored as their params (the LRC_COMBOS rows); grads vary
-        arrays[i].pfmt = arrays[i].gfmt = arrays[i].bfmt = <lrc_format>fmt
+        arrays[i].origin = 0
+        arrays[i].stochastic = 0
+        bfmt = <int>bfmts[i]
+        if not lrc_state_supported(<lrc_format>fmt, <lrc_format>bfmt):
+            return False
+        arrays[i].pfmt = arrays[i].gfmt = <lrc_format>fmt
+        arrays[i].bfmt = <lrc_format>bfmt
         _add_span(spans, &nspans, p, 1)
         if grads[i] is None:            # a frozen parameter: this call leaves it alone
             arrays[i].grad = NULL
             arrays[i].n = 0
         else:
             gfmt = _stored_array(grads[i], ro)
+            # grads as API.md's table (whose rows have buffers in the params' format)
             if gfmt < 0 or not lrc_combination_supported(<lrc_format>fmt, <lrc_format>gfmt,
                                                           <lrc_format>fmt):
                 return False
@@ -251,17 +259,27 @@ cdef bint _check_and_fill(list params, list grads, list slots, cnp.ndarray signa
             _add_span(spans, &nspans, g, 0)
         for j in range(3):
             arrays[i].buf[j] = NULL
+            arrays[i].absmax[j] = NULL
         for j in range(len(slots)):
             if slots[j] is None:
                 continue
             # the buffers are the state's own; checked anyway, since they are written
-            if len(<list>slots[j]) != n or _stored_array((<list>slots[j])[i], rw) != fmt:
+            if len(<list>slots[j]) != n or _stored_array((<list>slots[j])[i], rw) != bfmt:
                 return False
             b = <cnp.ndarray>(<list>slots[j])[i]
             if cnp.PyArray_SIZE(b) != cnp.PyArray_SIZE(p):
                 return False
             arrays[i].buf[j] = cnp.PyArray_DATA(b)
             _add_span(spans, &nspans, b, 1)
+            if bfmt == LRC_CODES8:      # and its float32 absmax, one per block
+                if absmax_slots[j] is None or len(<list>absmax_slots[j]) != n or _stored_array(
+                        (<list>absmax_slots[j])[i], rw) != LRC_FLOAT32:
+                    return False
+                m = <cnp.ndarray>(<list>absmax_slots[j])[i]
+                if cnp.PyArray_SIZE(m) != (cnp.PyArray_SIZE(p) + LRC_Q8_BLOCK - 1) // LRC_Q8_BLOCK:
+                    return False
+                arrays[i].absmax[j] = <float *>cnp.PyArray_DATA(m)
+                _add_span(spans, &nspans, m, 1)
     return pos == siglen and lrc_spans_disjoint(spans, nspans)
 
 
@@ -347,7 +365,12 @@ cdef class StepCore:
     cdef readonly cnp.ndarray array_steps      # updated in place, never replaced but by bind()
     cdef readonly object signature
     cdef readonly dict buffers
+    cdef readonly object layout   # {name: [(stored format, shape) per array]}, or None
     cdef list slots               # per lrc_array.buf slot: the list of arrays, or None
+    cdef list absmax_slots        # per slot: the absmax arrays of 8-bit buffers, or None
+    cdef cnp.ndarray buffer_formats     # int64 per array: the lrc_format of its buffers
+    cdef readonly uint64_t seed   # of the stochastic rounding keys
+    cdef readonly int rounding    # lrc_array.stochastic: bit j slot j, bit 3 the params
 
     def __cinit__(self):
         self.lock = PyThread_allocate_lock()
@@ -359,12 +382,13 @@ cdef class StepCore:
             PyThread_free_lock(self.lock)
 
     def __init__(self, int kind, tuple hyper, int nonfinite=NONFINITE_PROPAGATE,
-                 double max_grad_norm=0.0):
+                 double max_grad_norm=0.0, uint64_t seed=0, int rounding=0):
         if kind not in BUFFER_SLOTS:
             raise ValueError(f"kind must be one of the kernels' optimizer kinds, got {kind}")
         if not (max_grad_norm >= 0 and isfinite(max_grad_norm)):
             raise ValueError(f"max_grad_norm must be a finite number >= 0, got {max_grad_norm}")
         self.kind = kind
+        self.seed, self.rounding = seed, rounding
         self.nonfinite = nonfinite
         self.max_grad_norm = max_grad_norm
         self.has_norm = False
@@ -377,8 +401,10 @@ cdef class StepCore:
         self.step_count = 0
         self.unbind()
 
-    def bind(self, cnp.ndarray signature not None, cnp.ndarray array_steps not None, dict buffers):
-        """Bind to arrays: their signature, per-array update counts and the buffers."""
+    def bind(self, cnp.ndarray signature not None, cnp.ndarray array_steps not None,
+             dict buffers, dict layout):
+        """Bind to arrays: their signature, per-array update counts, the buffers and their
+        layout ({name: [(stored format name, shape) per array]}, Optimizer.layout)."""
         if (cnp.PyArray_TYPE(array_steps) != cnp.NPY_INT64 or cnp.PyArray_TYPE(signature) != cnp.NPY_INT64
                 or not cnp.PyArray_IS_C_CONTIGUOUS(array_steps)
                 or not cnp.PyArray_IS_C_CONTIGUOUS(signature)
@@ -389,7 +415,16 @@ cdef class StepCore:
         for i in range(3):
             if required & (1 << i) and slots[i] is None:    # the kernel would write through NULL
                 raise ValueError(f"buffers must hold {BUFFER_SLOTS[self.kind][i]!r} for these options")
+        formats = np.empty(cnp.PyArray_SIZE(array_steps), dtype=np.int64)
+        for i, (fmt, _) in enumerate(layout.get(BUFFER_SLOTS[self.kind][0]) or ()):
+            formats[i] = BUFFER_FORMATS.index(fmt)
+        if not layout:      # no buffers: none to check; the params' format stands in
+            from lrcore._validate import describe
+            for i, (fmt, _) in enumerate(describe(signature)):
+                formats[i] = FORMATS.index(fmt)
         self.signature, self.array_steps, self.buffers, self.slots = signature, array_steps, buffers, slots
+        self.absmax_slots = [buffers.get(name + "_absmax") for name in BUFFER_SLOTS[self.kind]]
+        self.layout, self.buffer_formats = layout, formats
 
     @property
     def last_grad_norm(self):
@@ -429,10 +464,12 @@ cdef class StepCore:
             self.release()
 
     def unbind(self):
-        self.signature = None
+        self.signature = self.layout = None
         self.array_steps = np.zeros(0, dtype=np.int64)
+        self.buffer_formats = np.zeros(0, dtype=np.int64)
         self.buffers = {}
         self.slots = []
+        self.absmax_slots = []
 
     cdef double rate(self, object state) except? -1.0:
         """The rate of update number step_count."""
@@ -459,10 +496,10 @@ cdef class StepCore:
         "raise"). Raises what lrcore._validate.check_step and check_counts raise, before
         anything is written. The counts are committed in the same C call as the update, so no
         Python code (and no KeyboardInterrupt) can come between them."""
-        cdef Py_ssize_t n = len(params), i
+        cdef Py_ssize_t n = len(params), i, j
         cdef lrc_hyper h = self.h
         cdef lrc_array stack_arrays[STACK_ARRAYS]
-        cdef Span stack_spans[STACK_ARRAYS * 5]
+        cdef Span stack_spans[STACK_ARRAYS * 8]
         cdef lrc_array *arrays = stack_arrays
         cdef Span *spans = stack_spans
         cdef int64_t *steps
@@ -477,16 +514,17 @@ cdef class StepCore:
         h.lr = rate
         if n > STACK_ARRAYS:
             arrays = <lrc_array *>malloc(n * sizeof(lrc_array))
-            spans = <Span *>malloc(n * 5 * sizeof(Span))
+            spans = <Span *>malloc(n * 8 * sizeof(Span))
             if arrays == NULL or spans == NULL:
                 free(arrays)
                 free(spans)
                 raise MemoryError()
         try:
-            if not _check_and_fill(params, grads, self.slots, self.signature, self.array_steps,
+            if not _check_and_fill(params, grads, self.slots, self.absmax_slots,
+                                   self.buffer_formats, self.signature, self.array_steps,
                                    arrays, spans):
                 from lrcore._validate import check_step
-                check_step(params, grads, self.signature, self.buffers)
+                check_step(params, grads, self.signature, self.buffers, self.layout)
                 raise AssertionError(
                     "lrcore internal error: the compiled checks rejected arrays that "
                     "lrcore._validate.check_step accepts")
@@ -501,6 +539,12 @@ cdef class StepCore:
                              grads, self.nonfinite == NONFINITE_SKIP)
                 raise AssertionError("lrcore internal error: check_counts accepted a count at "
                                      "its limit")
+            if self.rounding:       # the keys of update step_count (API.md)
+                for i in range(n):
+                    arrays[i].stochastic = self.rounding
+                    for j in range(4):
+                        arrays[i].key[j] = lrc_rounding_key(self.seed, <uint64_t>self.step_count,
+                                                            <uint64_t>i, <uint64_t>j)
             with nogil:
                 # one read of the grads for the norm and the finiteness check together
                 if clips:
@@ -561,13 +605,16 @@ def grad_sumsq(list grads):
             if grads[i] is None:
                 continue
             fmt = _stored_array(grads[i], ro)
-            if fmt < 0:
+            if fmt < 0 or fmt == LRC_CODES8:
                 raise TypeError(f"grads[{i}] must be a C-contiguous aligned array of dtype "
                                 f"float32, float64, float16 or bfloat16")
             arrays[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grads[i])
             arrays[k].n = cnp.PyArray_SIZE(<cnp.ndarray>grads[i])
             arrays[k].param = NULL
             arrays[k].buf[0] = arrays[k].buf[1] = arrays[k].buf[2] = NULL
+            arrays[k].absmax[0] = arrays[k].absmax[1] = arrays[k].absmax[2] = NULL
+            arrays[k].origin = 0
+            arrays[k].stochastic = 0
             arrays[k].pfmt = arrays[k].bfmt = arrays[k].gfmt = <lrc_format>fmt
             k += 1
         with nogil:

@@ -28,12 +28,17 @@
 #define LRC_ALWAYS_INLINE static inline __attribute__((always_inline))
 #endif
 
-/* The storage formats, numbered as lrcore._validate.FORMATS. */
-typedef enum { LRC_FLOAT32 = 0, LRC_FLOAT64 = 1, LRC_FLOAT16 = 2, LRC_BFLOAT16 = 3 } lrc_format;
+/* The storage formats, numbered as lrcore._validate.BUFFER_FORMATS. LRC_CODES8 is for
+ * optimizer state only: uint8 codes of block-wise dynamic quantization, each 256-element
+ * block with a float32 absmax beside (compact.h). */
+typedef enum {
+    LRC_FLOAT32 = 0, LRC_FLOAT64 = 1, LRC_FLOAT16 = 2, LRC_BFLOAT16 = 3, LRC_CODES8 = 4
+} lrc_format;
 
+/* Bytes per element (per code for LRC_CODES8; the absmax is apart). */
 static inline size_t lrc_format_size(lrc_format f)
 {
-    return f == LRC_FLOAT64 ? 8 : f == LRC_FLOAT32 ? 4 : 2;
+    return f == LRC_FLOAT64 ? 8 : f == LRC_FLOAT32 ? 4 : f == LRC_CODES8 ? 1 : 2;
 }
 
 LRC_ALWAYS_INLINE float lrc_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

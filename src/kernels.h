@@ -19,8 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-
+#include "compact.h"
 #include "formats.h"
 #include "pool.h"
 
@@ -59,9 +58,14 @@ typedef struct {
     void *param;            /* written */
     const void *grad;       /* read only; NULL (with n == 0) for an array the call skips */
     void *buf[3];           /* optimizer buffers, NULL where the options need none */
+    float *absmax[3];       /* LRC_CODES8 buffers: one float32 per 256-element block */
     lrc_index n;            /* element count */
+    lrc_index origin;       /* index in its array of element 0 (pieces of a parallel pass) */
     int64_t step;           /* this array's update count before this update */
     lrc_format pfmt, gfmt, bfmt;    /* params, grads, buffers */
+    int stochastic;         /* bit j: bfloat16 buffer slot j rounds stochastically; bit 3: the
+                               bfloat16 params (else round to nearest even) */
+    uint64_t key[4];        /* stochastic rounding keys of the slots (lrc_rounding_key) */
 } lrc_array;
 
 /* SGD momentum modes; nesterov and the first step (which copies the gradient into the
@@ -84,6 +88,28 @@ enum { LRC_WD_NONE, LRC_WD_L2, LRC_WD_DECOUPLED };
     X(LRC_FLOAT32,  LRC_BFLOAT16, LRC_FLOAT32)               \
     X(LRC_FLOAT16,  LRC_FLOAT16,  LRC_FLOAT16)               \
     X(LRC_BFLOAT16, LRC_BFLOAT16, LRC_BFLOAT16)
+
+/* 1 when buffers of format b may go with params of format p (API.md's compact state):
+ * float64 params keep float64 buffers; the others take their own format, float32, bfloat16
+ * or 8-bit codes. */
+static inline int lrc_state_supported(lrc_format p, lrc_format b)
+{
+    if (p == LRC_FLOAT64 || b == LRC_FLOAT64) return p == b;
+    return b == p || b == LRC_FLOAT32 || b == LRC_BFLOAT16 || b == LRC_CODES8;
+}
+
+/* Bit j set: buffer slot j of `kind` is never negative (Adagrad's sum, RMSprop's square_avg,
+ * Adam's exp_avg_sq and max_exp_avg_sq), so its 8-bit codes use the unsigned dynamic map;
+ * the other slots the signed one (lrcore._validate.UNSIGNED_BUFFERS). */
+static inline int lrc_unsigned_slots(lrc_kind kind)
+{
+    switch (kind) {
+    case LRC_ADAGRAD: return 1;
+    case LRC_RMSPROP: return 1;
+    case LRC_ADAM:    return 2 | 4;
+    default:          return 0;
+    }
+}
 
 /* 1 when a step takes this combination of formats. */
 static inline int lrc_combination_supported(lrc_format p, lrc_format g, lrc_format b)
@@ -217,16 +243,20 @@ static inline const char *lrc_isa_dispatched(void)
 static inline const char *lrc_isa_dispatched(void) { return "default"; }
 #endif
 
-/* Elements [start, start + count) of an array, as an array of its own. */
+/* Elements [start, start + count) of an array, as an array of its own; start is a multiple
+ * of LRC_Q8_BLOCK (chunks and blocks are), so 8-bit blocks stay whole. */
 static inline lrc_array lrc_slice(const lrc_array *a, lrc_index start, lrc_index count)
 {
     const size_t psize = lrc_format_size(a->pfmt), bsize = lrc_format_size(a->bfmt);
     lrc_array s = *a;
     s.param = (char *)a->param + start * psize;
     s.grad = (const char *)a->grad + start * lrc_format_size(a->gfmt);
-    for (int j = 0; j < 3; j++)
+    for (int j = 0; j < 3; j++) {
         if (a->buf[j]) s.buf[j] = (char *)a->buf[j] + start * bsize;
+        if (a->absmax[j]) s.absmax[j] = a->absmax[j] + start / LRC_Q8_BLOCK;
+    }
     s.n = count;
+    s.origin = a->origin + start;
     return s;
 }
 
@@ -301,11 +331,15 @@ static inline void lrc_prefetch_block(const lrc_array *a, lrc_index start)
 
 
 /* One optimizer update of one array, in the runtime-dispatched ISA version. The combinations
- * with an instantiation of their own (float64, float32, bfloat16, float32 with half grads) run
- * it on their memory. The others (today float16 params) run the float32 loops block by block:
- * each half-precision operand is widened (exactly) into float32 scratch, float32 operands are
- * used in place, and the written half-precision operands (params, buffers) are rounded back
- * (nearest even), so the arithmetic is that of float32 params, done once per element. */
+ * with an instantiation of their own (float64, float32, bfloat16, float32 with half grads),
+ * rounding to nearest, run it on their memory. The others (float16 params; compact state:
+ * float32, bfloat16 or 8-bit buffers beside other params; stochastic rounding) run the float32
+ * loops block by block: each operand not stored as float32 is decoded into float32 scratch
+ * (widened exactly, or 8-bit codes dequantized 256 at a time), float32 operands are used in
+ * place, and the written ones are stored back: half formats rounded to nearest even or
+ * stochastically, 8-bit blocks requantized with their new absmax (compact.h). So the
+ * arithmetic is that of float32 params, done once per element, and the update's new buffer
+ * values (not their stored approximations) update the params, as bitsandbytes does. */
 LRC_MULTIVERSION
 static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
 {
@@ -320,7 +354,8 @@ static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
                       (float *)a->buf[0], (float *)a->buf[1], (float *)a->buf[2], a->n);
         return;
     }
-    if (a->pfmt == LRC_BFLOAT16 && a->gfmt == LRC_BFLOAT16 && a->bfmt == LRC_BFLOAT16) {
+    if (a->pfmt == LRC_BFLOAT16 && a->gfmt == LRC_BFLOAT16 && a->bfmt == LRC_BFLOAT16
+        && !a->stochastic) {
         lrc_loops_bf16(kind, h, &scalars, (uint16_t *)a->param, (const uint16_t *)a->grad,
                        (uint16_t *)a->buf[0], (uint16_t *)a->buf[1], (uint16_t *)a->buf[2],
                        a->n);
@@ -337,7 +372,10 @@ static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
     }
     float scratch[5][LRC_BLOCK];
     const int wide_p = a->pfmt == LRC_FLOAT32, wide_g = a->gfmt == LRC_FLOAT32;
-    const int wide_b = a->bfmt == LRC_FLOAT32;
+    const int wide_b = a->bfmt == LRC_FLOAT32, codes = a->bfmt == LRC_CODES8;
+    const int unsigned_slots = lrc_unsigned_slots(kind);
+    const int round_p = a->pfmt == LRC_BFLOAT16 && (a->stochastic >> 3 & 1);
+    const int round_b = a->bfmt == LRC_BFLOAT16 ? a->stochastic & 7 : 0;
     const lrc_conversions *cp = lrc_conversions_of(a->pfmt), *cg = lrc_conversions_of(a->gfmt);
     const lrc_conversions *cb = lrc_conversions_of(a->bfmt);
     for (lrc_index start = 0; start < a->n; start += LRC_BLOCK) {
@@ -351,12 +389,33 @@ static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
         if (!wide_g) cg->widen((const uint16_t *)blk.grad, scratch[1], n);
         for (int j = 0; j < 3; j++) {
             b[j] = !blk.buf[j] ? NULL : wide_b ? (float *)blk.buf[j] : scratch[2 + j];
-            if (blk.buf[j] && !wide_b) cb->widen((const uint16_t *)blk.buf[j], scratch[2 + j], n);
+            if (!blk.buf[j] || wide_b) continue;
+            if (codes)
+                for (lrc_index q = 0; q < n; q += LRC_Q8_BLOCK)
+                    lrc_q8_dequantize((const uint8_t *)blk.buf[j] + q, blk.absmax[j][q / LRC_Q8_BLOCK],
+                                      unsigned_slots >> j & 1, scratch[2 + j] + q,
+                                      n - q < LRC_Q8_BLOCK ? n - q : LRC_Q8_BLOCK);
+            else
+                cb->widen((const uint16_t *)blk.buf[j], scratch[2 + j], n);
         }
         lrc_loops_f32(kind, h, &scalars, p, g, b[0], b[1], b[2], n);
-        if (!wide_p) cp->round(scratch[0], (uint16_t *)blk.param, n);
-        for (int j = 0; j < 3; j++)
-            if (blk.buf[j] && !wide_b) cb->round(scratch[2 + j], (uint16_t *)blk.buf[j], n);
+        if (round_p)
+            lrc_round_bf16_stochastic(scratch[0], (uint16_t *)blk.param, n, blk.key[3], blk.origin);
+        else if (!wide_p)
+            cp->round(scratch[0], (uint16_t *)blk.param, n);
+        for (int j = 0; j < 3; j++) {
+            if (!blk.buf[j] || wide_b) continue;
+            if (codes)
+                for (lrc_index q = 0; q < n; q += LRC_Q8_BLOCK)
+                    blk.absmax[j][q / LRC_Q8_BLOCK] = lrc_q8_quantize(
+                        scratch[2 + j] + q, unsigned_slots >> j & 1, (uint8_t *)blk.buf[j] + q,
+                        n - q < LRC_Q8_BLOCK ? n - q : LRC_Q8_BLOCK);
+            else if (round_b >> j & 1)
+                lrc_round_bf16_stochastic(scratch[2 + j], (uint16_t *)blk.buf[j], n, blk.key[j],
+                                          blk.origin);
+            else
+                cb->round(scratch[2 + j], (uint16_t *)blk.buf[j], n);
+        }
     }
 }
 

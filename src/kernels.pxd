@@ -1,6 +1,6 @@
 # Cython view of src/kernels.h: the hyperparameter struct, the per-array record and the
 # element kernels, shared by every .pyx that drives them.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "formats.h" nogil:
     ctypedef enum lrc_format:
@@ -8,6 +8,7 @@ cdef extern from "formats.h" nogil:
         LRC_FLOAT64
         LRC_FLOAT16
         LRC_BFLOAT16
+        LRC_CODES8
 
     const char *lrc_conversion_names[3]
     int lrc_conversion_in_use()
@@ -43,11 +44,15 @@ cdef extern from "kernels.h" nogil:
         void *param
         const void *grad
         void *buf[3]
+        float *absmax[3]
         lrc_index n
+        lrc_index origin
         int64_t step
         lrc_format pfmt
         lrc_format gfmt
         lrc_format bfmt
+        int stochastic
+        uint64_t key[4]
 
     int lrc_required_buffers(lrc_kind kind, const lrc_hyper *h)
     int lrc_run(lrc_kind kind, const lrc_hyper *h, const lrc_array *arrays, lrc_index count,
@@ -55,6 +60,7 @@ cdef extern from "kernels.h" nogil:
     int lrc_all_finite(const lrc_array *arrays, lrc_index count, int threads)
     int lrc_grad_sumsq(const lrc_array *arrays, lrc_index count, int threads, double *sumsq)
     int lrc_combination_supported(lrc_format p, lrc_format g, lrc_format b)
+    int lrc_state_supported(lrc_format p, lrc_format b)
     lrc_index LRC_CHUNK
     int LRC_LANES
     const char *lrc_isa_dispatched()
@@ -65,3 +71,7 @@ cdef extern from "pool.h" nogil:
     const char *LRC_THREADING
     int LRC_MAX_THREADS
     int lrc_pool_workers()
+
+cdef extern from "compact.h" nogil:
+    int LRC_Q8_BLOCK
+    uint64_t lrc_rounding_key(uint64_t seed, uint64_t step, uint64_t array, uint64_t slot)

@@ -392,7 +392,8 @@ HOSTILE = [
      r"is not a valid lrcore checkpoint \(state_dict\['buffers'\] must hold \['momentum_buffer'\]"),
     ("a buffer of other options", edited(members={"buffer:square_avg:0.npy": npy_bytes("<f8", (4,), bytes(32)),
                                                  "buffer:square_avg:1.npy": npy_bytes("<f4", (2, 3), bytes(24))}),
-     r"is not a valid lrcore checkpoint \(state_dict\['buffers'\] must hold \['momentum_buffer'\]"),
+     r"is not a readable lrcore checkpoint \(member 'buffer:square_avg:0.npy' is not a buffer of "
+     r"these options \(momentum_buffer\)\)"),
     ("a member with surplus data",
      edited(members={"buffer:momentum_buffer:0.npy": npy_bytes("<f8", (4,), bytes(40))}),
      r"member 'buffer:momentum_buffer:0.npy' declares float64 \(4,\) but holds 40 bytes"),

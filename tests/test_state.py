@@ -73,7 +73,8 @@ def test_state_dict_is_a_snapshot(backend, rng):
     assert sd["arrays"] == [("float32", (4, 3)), ("float64", (5,))]
     assert sd["hyperparameters"] == dict(momentum=0.9, dampening=0.0, nesterov=True,
                                          weight_decay=0.0, maximize=False, nonfinite="propagate",
-                                         max_grad_norm=None)
+                                         max_grad_norm=None, state_format=None,
+                                         param_rounding="nearest", seed=0, min_8bit_size=4096)
     saved = sd["buffers"]["momentum_buffer"][0].copy()
     lrcore.step(params, quadratic_grads(params), state)
     np.testing.assert_array_equal(sd["buffers"]["momentum_buffer"][0], saved)
@@ -228,7 +229,8 @@ def test_the_largest_int64_counts_load(backend):
 def test_repr_shows_the_arguments():
     assert repr(lrcore.SGD(lr=0.1, momentum=0.9)) == (
         "SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False, "
-        "nonfinite='propagate', max_grad_norm=None)")
+        "nonfinite='propagate', max_grad_norm=None, state_format=None, param_rounding='nearest', "
+        "seed=0, min_8bit_size=4096)")
 
 
 def test_hyperparameters_are_read_only():
@@ -321,7 +323,7 @@ def test_a_bfloat16_buffer_of_another_dtype_is_rejected(bad):
     assert _validate.format_of(sd["buffers"]["momentum_buffer"][0].dtype) == "bfloat16"
     before = state.state_dict()
     with pytest.raises(ValueError, match=r"state_dict\['buffers'\]\['momentum_buffer'\] must "
-                                         r"hold one array per param, of shapes and dtypes "
+                                         r"hold one array per param, of formats and shapes "
                                          r"\[\('bfloat16', \(3,\)\)\]"):
         state.load_state_dict(dict(sd, buffers={"momentum_buffer": [bad]}))
     assert state.state_dict()["step_count"] == before["step_count"]
@@ -360,7 +362,7 @@ def test_last_grad_norm_and_max_grad_norm_in_the_state(backend):
         state.max_grad_norm = 2.0
     lrcore.step(np.zeros(2), np.array([3.0, 4.0]), state, grad_scale=2.0)
     assert state.last_grad_norm == 2.5
-    assert repr(state).endswith("nonfinite='propagate', max_grad_norm=1.5)")
+    assert "nonfinite='propagate', max_grad_norm=1.5, state_format=None" in repr(state)
 
 
 @pytest.mark.parametrize("half", list(HALF_DTYPES))
