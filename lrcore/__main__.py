@@ -79,9 +79,14 @@ def main(argv=None):
                     "and vs the memory-bound floor), with progress on stderr.")
     bench.add_argument("--quick", action="store_true", help="small workloads only (seconds)")
     bench.add_argument("--only", nargs="+", metavar="NAME",
-                       help="implementations to compare with lrcore, e.g. 'torch fused' DeepSpeed")
-    bench.add_argument("--mixed", action="store_true",
-                       help="only the mixed-precision table (bfloat16 / grad_scale / clipping)")
+                       help="implementations to compare with lrcore, e.g. 'torch fused' DeepSpeed "
+                            "bitsandbytes torchao")
+    tables = bench.add_mutually_exclusive_group()
+    tables.add_argument("--mixed", action="store_true",
+                        help="only the mixed-precision table (bfloat16 / grad_scale / clipping)")
+    tables.add_argument("--compact", action="store_true",
+                        help="only the compact-state tables (state_format bfloat16 / 8bit vs "
+                             "float32 and the 8-bit peers; state bytes per parameter)")
     commands.add_parser("info", help="print build_info(): version, backend, compiler, ISA, threads")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -100,15 +105,17 @@ def main(argv=None):
         schedule_command(sched, args)
     elif args.command == "bench":
         from lrcore import bench as bench_module
-        unknown = set(args.only or ()) - set(bench_module.IMPLEMENTATIONS)
+        choices = tuple(bench_module.IMPLEMENTATIONS) + bench_module.EIGHT_BIT_PEERS
+        unknown = set(args.only or ()) - set(choices)
         if unknown:
             bench.error(f"unknown implementations {sorted(unknown)}; choose from "
-                        f"{', '.join(bench_module.IMPLEMENTATIONS)}")
+                        f"{', '.join(choices)}")
         if args.mixed:
             bench_module.print_mixed_table(
-                [name for name in bench_module.IMPLEMENTATIONS
-                 if (args.only is None or name in args.only or name == "lrcore")
-                 and bench_module.available(name)], quick=args.quick)
+                [name for name in bench_module.selected(args.only)
+                 if name in bench_module.IMPLEMENTATIONS], quick=args.quick)
+        elif args.compact:
+            bench_module.print_compact_table(bench_module.selected(args.only), quick=args.quick)
         else:
             bench_module.report(quick=args.quick, only=args.only)
     elif args.command == "info":

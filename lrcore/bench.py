@@ -1,23 +1,29 @@
 """Side-by-side timing of one optimizer step: lrcore vs the numpy reference, torch.optim
 (for-loop, foreach, fused) and DeepSpeed's CPU optimizers, on the same float32 arrays in one
 process; lrcore vs the memory-bound floor for each optimizer's bytes per element; and the
-mixed-precision cases of issue 12 (bfloat16 params / grads, loss scaling and clipping).
+mixed-precision cases of issue 12 (bfloat16 params / grads, loss scaling and clipping); and
+the compact optimizer state of issue 13 (state_format="bfloat16" / "8bit" against lrcore's
+float32 step, torch fused AdamW, DeepSpeed CPUAdam and the 8-bit AdamWs of bitsandbytes and
+torchao, with the state bytes per parameter).
 
     python -m lrcore bench [--quick] [--only NAME ...]
-    python -c "from lrcore import bench; bench.print_mixed_table()"     # the mixed table alone
+    python -m lrcore bench --mixed          # the mixed-precision tables alone
+    python -m lrcore bench --compact        # the compact-state tables alone
 
 Each implementation steps its own copy of the arrays; a measurement is the best, over five
 repeats, of the mean time per step of a run long enough to time (at least ~20 ms). A figure
 whose repeats spread widely (the machine was busy) is marked unreliable, and a difference
-smaller than the noise is printed as such, not as a number. torch and DeepSpeed are optional:
-missing ones are reported and skipped. benchmarks/ runs the same implementations under
-pytest-benchmark.
+smaller than the noise is printed as such, not as a number. torch, DeepSpeed, bitsandbytes
+and torchao are optional: missing ones are reported and skipped. benchmarks/ runs the same
+implementations under pytest-benchmark.
 """
 import contextlib
+import math
 import os
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -49,6 +55,7 @@ WORKLOADS = {
     "1000 x 256": [(256,)] * 1000,
     "1 x 64K": [(65536,)],
     "1 x 1M": [(2**20,)],
+    "1 x 4M": [(2**22,)],
     "1 x 32M": [(2**25,)],
     "ResNet-50 list": resnet50_shapes(),
 }
@@ -261,9 +268,18 @@ def available(name):
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
                     contextlib.redirect_stderr(sink):
                 import deepspeed.ops.adam  # noqa: F401
+        if name in EIGHT_BIT_PEERS:
+            _import_eight_bit_peer(name)
     except ImportError:
         return False
     return True
+
+
+def selected(only=None):
+    """The installed implementations (IMPLEMENTATIONS and EIGHT_BIT_PEERS) named in `only`
+    (all of them when None), lrcore always."""
+    return [name for name in tuple(IMPLEMENTATIONS) + tuple(EIGHT_BIT_PEERS)
+            if (only is None or name in only or name == "lrcore") and available(name)]
 
 
 def set_threads(n):
@@ -497,6 +513,15 @@ MIXED_GROUPS = {
 QUICK_MIXED_WORKLOADS = {"1 x 32M": "1 x 1M", "1 x 1M": "1 x 64K"}
 
 
+def ratio_over(times, numerator, denominators):
+    """ratio_cell of times[numerator] over the fastest of times[d] for d in denominators that
+    were measured; '-' when the numerator or every denominator is missing (not installed)."""
+    measured = [times[d] for d in denominators if times.get(d)]
+    if not times.get(numerator) or not measured:
+        return "-"
+    return ratio_cell(times[numerator], min(measured))
+
+
 def mixed_table(implementations, progress, quick=False, groups=tuple(MIXED_GROUPS)):
     """Per group of MIXED_GROUPS named in `groups`: (title, columns, ratio headers, rows); a row
     is (workload, threads, {column: seconds or None}, [ratio cell per ratio]), its cells
@@ -514,11 +539,7 @@ def mixed_table(implementations, progress, quick=False, groups=tuple(MIXED_GROUP
             for threads in (1, "all"):
                 times = {c: time_case(MIXED_COLUMNS[c][0], workload, threads, c, progress)
                          for c in columns}
-                numerator = times[columns[0]]
-                cells = []
-                for denominators, _ in ratios:
-                    measured = [times[d] for d in denominators if times.get(d)]
-                    cells.append(ratio_cell(numerator, min(measured)) if measured else "-")
+                cells = [ratio_over(times, columns[0], denominators) for denominators, _ in ratios]
                 rows.append((workload, threads, times, cells))
         tables.append((title, columns, headers, rows))
     return tables
@@ -549,6 +570,241 @@ def print_mixed_table(implementations=None, progress=to_stderr, quick=False, out
         out("")
 
 
+# -- compact optimizer state (issue 13): bfloat16 and 8-bit block-wise moments --------------
+
+WEIGHT_DECAY = 1e-2     # AdamW's default in torch, bitsandbytes and torchao; given to every AdamW
+
+COMPACT_LRCORE = {
+    "adamw": lambda fmt: lrcore.AdamW(lr=LR, weight_decay=WEIGHT_DECAY, state_format=fmt),
+    "sgd": lambda fmt: lrcore.SGD(lr=LR, momentum=0.9, state_format=fmt),
+    "rmsprop": lambda fmt: lrcore.RMSprop(lr=LR, state_format=fmt),
+    "adagrad": lambda fmt: lrcore.Adagrad(lr=LR, state_format=fmt),
+}
+
+
+def lrcore_compact_step(optimizer, shapes, state_format=None):
+    """lrcore `optimizer` (a COMPACT_LRCORE key) with `state_format` on arrays(shapes), stepped
+    once so that its buffers exist; the step function carries the state as `.state`."""
+    params, grads = arrays(shapes)
+    state = COMPACT_LRCORE[optimizer](state_format)
+    lrcore.step(params, grads, state)
+
+    def step():
+        lrcore.step(params, grads, state)
+    step.state = state
+    return step
+
+
+EIGHT_BIT_PEERS = ("bitsandbytes", "torchao")      # their AdamW8bit, on the CPU
+
+
+def _import_eight_bit_peer(name):
+    """The AdamW8bit class of bitsandbytes or torchao. torch is imported first, outside the
+    silencing: its logging handler keeps the stream it finds at import, which must not be the
+    devnull closed below; the packages' own import-time chatter (missing CUDA builds) is
+    dropped."""
+    import torch  # noqa: F401
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sink):
+        if name == "bitsandbytes":
+            from bitsandbytes.optim import AdamW8bit
+        else:
+            from torchao.optim import AdamW8bit
+    return AdamW8bit
+
+
+def eight_bit_peer_step(name, optimizer, shapes):
+    """bitsandbytes' or torchao's AdamW8bit (block-wise 8-bit moments, block 256, their
+    defaults) on torch copies of arrays(shapes), stepped once (torchao compiles its step then);
+    None for another optimizer, or with a warning when this version cannot step on the CPU
+    (bitsandbytes before its CPU backend, torchao without a C++ compiler for torch.compile)."""
+    if optimizer != "adamw":
+        return None
+    adamw8bit = _import_eight_bit_peer(name)
+    try:
+        opt = adamw8bit(_torch_params(shapes), lr=LR, weight_decay=WEIGHT_DECAY)
+        opt.step()
+    except Exception as exc:    # noqa: BLE001 -- any failure of an optional peer skips it
+        warnings.warn(f"{name} AdamW8bit cannot step on the CPU here, skipped: "
+                      f"{type(exc).__name__}: {exc}", stacklevel=2)
+        return None
+    return opt.step
+
+
+# column -> (make(optimizer, shapes) -> step or None, the implementation that selects it)
+COMPACT_COLUMNS = {
+    "lrcore float32": (lambda o, s: lrcore_compact_step(o, s), "lrcore"),
+    "lrcore bfloat16": (lambda o, s: lrcore_compact_step(o, s, "bfloat16"), "lrcore"),
+    "lrcore 8bit": (lambda o, s: lrcore_compact_step(o, s, "8bit"), "lrcore"),
+    "torch fused": (lambda o, s: torch_step(o, s, "fused"), "torch fused"),
+    "DeepSpeed": (deepspeed_step, "DeepSpeed"),
+    "bitsandbytes 8bit": (lambda o, s: eight_bit_peer_step("bitsandbytes", o, s),
+                          "bitsandbytes"),
+    "torchao 8bit": (lambda o, s: eight_bit_peer_step("torchao", o, s), "torchao"),
+}
+FLOAT32_PEERS = ("torch fused", "DeepSpeed")
+LRCORE_FORMATS = ("lrcore float32", "lrcore bfloat16", "lrcore 8bit")
+BASE = "lrcore float32"             # every column's "/ f32" is over it
+# optimizer -> (title, workloads, columns, ratios: [(numerator, denominators (the fastest
+# measured of them), goal or None)])
+COMPACT_GROUPS = {
+    "adamw": (
+        "AdamW (lr 1e-3, weight_decay 1e-2), float32 params",
+        ("1 x 4M", "1 x 32M"), tuple(COMPACT_COLUMNS),
+        [("lrcore 8bit", (BASE,), "<= 0.70"), ("lrcore bfloat16", (BASE,), "<= 0.85"),
+         ("lrcore 8bit", FLOAT32_PEERS, "<= 0.75"),
+         ("bitsandbytes 8bit", ("lrcore 8bit",), ">= 10"),
+         ("torchao 8bit", ("lrcore 8bit",), ">= 10")]),
+    "sgd": ("SGD (lr 1e-3, momentum 0.9), float32 params", ("1 x 32M",), LRCORE_FORMATS,
+            [("lrcore 8bit", (BASE,), "<= 0.85"), ("lrcore bfloat16", (BASE,), None)]),
+    "rmsprop": ("RMSprop (lr 1e-3), float32 params", ("1 x 32M",), LRCORE_FORMATS,
+                [("lrcore 8bit", (BASE,), "<= 0.85"), ("lrcore bfloat16", (BASE,), None)]),
+    "adagrad": ("Adagrad (lr 1e-3), float32 params", ("1 x 32M",), LRCORE_FORMATS,
+                [("lrcore 8bit", (BASE,), "<= 0.85"), ("lrcore bfloat16", (BASE,), None)]),
+}
+QUICK_COMPACT_WORKLOADS = {"1 x 32M": "1 x 1M", "1 x 4M": "1 x 64K"}
+STATE_BYTES_WORKLOAD = "1 x 4M"     # quick: its QUICK_COMPACT_WORKLOADS entry
+
+
+def compact_columns(optimizer, implementations):
+    """COMPACT_GROUPS[optimizer]'s columns whose implementation is in `implementations`
+    (lrcore's always)."""
+    return [c for c in COMPACT_GROUPS[optimizer][2]
+            if COMPACT_COLUMNS[c][1] == "lrcore" or COMPACT_COLUMNS[c][1] in implementations]
+
+
+def ratio_header(numerator, denominators, goal):
+    """'lrcore 8bit / lrcore float32 (<= 0.70)'; several denominators are 'fastest float32
+    peer' (the only such set)."""
+    over = "fastest float32 peer" if len(denominators) > 1 else denominators[0]
+    return f"{numerator} / {over}" + (f" ({goal})" if goal else "")
+
+
+def compact_table(implementations, progress, quick=False, groups=tuple(COMPACT_GROUPS)):
+    """Per optimizer of COMPACT_GROUPS named in `groups` and per workload: (title, workload,
+    columns, ratio headers, runs); a run is (threads, {column: seconds or None}, {column: its
+    ratio cell over lrcore float32}, [ratio cell per ratio]) for threads 1 and "all", its
+    cells measured one after another. Columns whose implementation is not in
+    `implementations` are left out; quick replaces the large workloads by smaller ones."""
+    blocks = []
+    for optimizer in groups:
+        title, workloads, _, ratios = COMPACT_GROUPS[optimizer]
+        columns = compact_columns(optimizer, implementations)
+        if quick:
+            workloads = list(dict.fromkeys(QUICK_COMPACT_WORKLOADS.get(w, w) for w in workloads))
+        headers = [ratio_header(*ratio) for ratio in ratios]
+        for workload in workloads:
+            runs = []
+            for threads in (1, "all"):
+                times = {c: time_case(lambda shapes, c=c: COMPACT_COLUMNS[c][0](optimizer, shapes),
+                                      workload, threads, f"{optimizer}: {c}", progress)
+                         for c in columns}
+                over_base = {c: ratio_over(times, c, (BASE,)) for c in columns}
+                cells = [ratio_over(times, numerator, denominators)
+                         for numerator, denominators, _ in ratios]
+                runs.append((threads, times, over_base, cells))
+            blocks.append((title, workload, columns, headers, runs))
+    return blocks
+
+
+def _tensor_bytes(value, seen):
+    """Bytes of the torch tensors in `value` not in `seen` (data pointer, size), added to it:
+    a tensor subclass (torchao's OptimState8bit) by its inner tensors (codes, scale, qmap); 0-d
+    tensors (step counters, as lrcore's step_count is no buffer) and non-tensors count 0."""
+    import torch
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return 0
+    if type(value) not in (torch.Tensor, torch.nn.Parameter) and \
+            hasattr(value, "__tensor_flatten__"):
+        names, _ = value.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(value, name), seen) for name in names)
+    key = (value.data_ptr(), value.nbytes)
+    if key in seen:                      # a map shared by several buffers is stored once
+        return 0
+    seen.add(key)
+    return value.nbytes
+
+
+def state_bytes_of(step):
+    """Bytes of optimizer state behind a step function of COMPACT_COLUMNS: an lrcore state's
+    state_bytes (buffers, 8-bit codes and their absmax), or the distinct tensor storage of a
+    torch optimizer's per-parameter state (moments, codes, absmax / scales, the quantization
+    maps)."""
+    if hasattr(step, "state"):
+        return step.state.state_bytes
+    seen = set()
+    return sum(_tensor_bytes(value, seen) for per_param in step.__self__.state.values()
+               for value in per_param.values())
+
+
+def state_bytes_table(implementations, progress, workload=STATE_BYTES_WORKLOAD,
+                      groups=tuple(COMPACT_GROUPS)):
+    """Rows of (optimizer, column, state bytes, elements) for each optimizer of `groups` and
+    each of its columns in `implementations`, each made on `workload` and stepped once."""
+    set_threads(all_threads())
+    shapes = WORKLOADS[workload]
+    elements = sum(math.prod(s) for s in shapes)
+    rows = []
+    for optimizer in groups:
+        for column in compact_columns(optimizer, implementations):
+            progress(f"  state bytes, {optimizer}: {column} {workload} ...")
+            step = COMPACT_COLUMNS[column][0](optimizer, shapes)
+            if step is not None:
+                rows.append((optimizer, column, state_bytes_of(step), elements))
+    return rows
+
+
+def per_param_cell(nbytes, elements):
+    """Bytes per parameter: exact as 'whole + k/256 = value' when it is a whole number of
+    1/256ths (lrcore's 8-bit states: 1 byte of code + 4 bytes of absmax per 256), else the
+    value to 7 digits."""
+    whole, rest = divmod(nbytes, elements)
+    if rest == 0:
+        return f"{whole}"
+    if rest * 256 % elements == 0:
+        return f"{whole} + {rest * 256 // elements}/256 = {nbytes / elements:.7g}"
+    return f"{nbytes / elements:.7g}"
+
+
+PARAMS_8B = 8e9       # the issue's example: an 8B-parameter model's optimizer state
+
+
+def print_compact_table(implementations=None, progress=to_stderr, quick=False, out=print):
+    """Measure and print compact_table() and state_bytes_table() (by default with every
+    installed implementation and 8-bit peer)."""
+    if implementations is None:
+        implementations = selected()
+    out("Compact optimizer state (issue 13): time per step, each thread count's cells measured "
+        "one after another; '/ f32' = over lrcore float32 (state_format=None) at the same threads;")
+    out("a ratio row is its first name over the (fastest of the) second, goal in brackets; "
+        "'bitsandbytes 8bit / lrcore 8bit' is how many times faster lrcore's 8-bit step is")
+    for title, workload, columns, headers, runs in compact_table(implementations, progress, quick):
+        out(f"{title}, {workload}")
+        width = max(len(name) for name in columns + headers) + 2
+        labels = {1: "1 thread", "all": f"all ({all_threads()}) threads"}
+        out(f"{'':<{width}}" + "".join(f"{labels[threads]:>22}" for threads, *_ in runs))
+        out(f"{'':<{width}}" + "".join(f"{'time':>13}{'/ f32':>9}" for _ in runs))
+        for column in columns:
+            out(f"{column:<{width}}" + "".join(
+                f"{format_time(times[column]):>13}{over_base[column]:>9}"
+                for _, times, over_base, _ in runs))
+        for i, header in enumerate(headers):
+            out(f"{header:<{width}}" + "".join(f"{'':>13}{cells[i]:>9}" for *_, cells in runs))
+        out("")
+    workload = QUICK_COMPACT_WORKLOADS.get(STATE_BYTES_WORKLOAD, STATE_BYTES_WORKLOAD) \
+        if quick else STATE_BYTES_WORKLOAD
+    out(f"State bytes per parameter ({workload}, after one step: buffers, 8-bit codes with their "
+        f"absmax or scales and maps; lrcore: state.state_bytes / n), and for {PARAMS_8B / 1e9:g}B "
+        f"parameters")
+    out(f"{'optimizer':<10}{'implementation':<20}{'bytes / param':>24}{'8B params':>12}")
+    for optimizer, column, nbytes, elements in state_bytes_table(implementations, progress,
+                                                                 workload):
+        name = COMPACT_GROUPS[optimizer][0].split(" (")[0]
+        out(f"{name:<10}{column:<20}{per_param_cell(nbytes, elements):>24}"
+            f"{nbytes / elements * PARAMS_8B / 1e9:>9.4g} GB")
+    out("")
+
+
 # -- a step while another process competes for a core ---------------------------------------
 
 CONTENTION_CASES = ("1 x 1M", "1 x 32M", "ResNet-50 list")
@@ -571,9 +827,9 @@ def contention_table(workloads, progress):
 def report(quick=False, only=None, out=print, progress=None):
     """Measure and print the tables; returns the Adam rows."""
     progress = progress or to_stderr
-    implementations = [name for name in IMPLEMENTATIONS
-                       if (only is None or name in only or name == "lrcore") and available(name)]
-    missing = [name for name in IMPLEMENTATIONS if not available(name)]
+    chosen = selected(only)              # the compact table also takes the 8-bit peers
+    implementations = [name for name in chosen if name in IMPLEMENTATIONS]
+    missing = [name for name in tuple(IMPLEMENTATIONS) + EIGHT_BIT_PEERS if not available(name)]
     info = lrcore.build_info()
     out(f"lrcore {info['version']} bench: one step, float32, best of 5 runs of >= 20 ms; "
         f"{info.get('isa_dispatched', 'numpy')} kernels, threads: {info.get('threading', 'none')}, "
@@ -620,6 +876,7 @@ def report(quick=False, only=None, out=print, progress=None):
         out(f"{threads!s:>8}" + "".join(f"{c:>{w}}" for c, w in zip(cells, (11, 11, 8, 12, 13, 12, 8))))
     out("")
     print_mixed_table(implementations, progress, quick, out)
+    print_compact_table(chosen, progress, quick, out)
     if all_threads() > 1:
         out(f"Adam with another process competing for a core: time per step at 1 thread and at "
             f"the default {all_threads()}")

@@ -298,3 +298,251 @@ def test_deepspeed_bf16_cells_keep_the_moments_they_say(torch_cell):
             assert t.dtype == t.grad.dtype == torch.bfloat16
             assert opt.state[t]["exp_avg"].dtype == opt.state[t]["exp_avg_sq"].dtype == moments
             assert not torch.equal(t, b)
+
+
+# -- the compact-state tables (issue 13) ----------------------------------------------------
+
+N8 = 4096 + 300            # 8-bit (>= min_8bit_size) with a partial last block of 44
+
+
+@pytest.fixture
+def tiny_compact(tiny, monkeypatch):
+    """The compact table's quick workloads made 8-bit-sized: "1 x 64K" one array of N8, "1 x 1M"
+    an array of N8 and one below min_8bit_size (float32 buffers whatever state_format)."""
+    monkeypatch.setitem(bench.WORKLOADS, "1 x 64K", [(N8,)])
+    monkeypatch.setitem(bench.WORKLOADS, "1 x 1M", [(N8,), (300,)])
+
+
+QUICK_COMPACT = {"adamw": ["1 x 64K", "1 x 1M"], "sgd": ["1 x 1M"], "rmsprop": ["1 x 1M"],
+                 "adagrad": ["1 x 1M"]}
+
+
+def test_compact_table_measures_every_optimizer_at_one_and_all_threads(compiled, tiny_compact):
+    blocks = bench.compact_table(["lrcore"], progress=lambda _: None, quick=True)
+    assert [(title, workload) for title, workload, *_ in blocks] == [
+        (bench.COMPACT_GROUPS[o][0], w) for o in QUICK_COMPACT for w in QUICK_COMPACT[o]]
+    for (_, workload, columns, headers, runs), optimizer in zip(
+            blocks, [o for o in QUICK_COMPACT for _ in QUICK_COMPACT[o]]):
+        assert columns == ["lrcore float32", "lrcore bfloat16", "lrcore 8bit"]    # only= honoured
+        ratios = bench.COMPACT_GROUPS[optimizer][3]
+        assert len(headers) == len(ratios)
+        assert [threads for threads, *_ in runs] == [1, "all"]
+        for _, times, over_base, cells in runs:
+            assert all(times[c] > 0 for c in columns)
+            assert over_base == {c: bench.ratio_cell(times[c], times["lrcore float32"])
+                                 for c in columns}
+            for (numerator, denominators, _), cell in zip(ratios, cells):
+                if denominators == ("lrcore float32",):
+                    assert cell == bench.ratio_cell(times[numerator], times["lrcore float32"])
+                else:
+                    assert cell == "-"               # a peer's ratio, none asked for
+
+
+def test_compact_ratios_are_over_the_fastest_float32_peer_and_the_8bit_peers(compiled,
+                                                                            tiny_compact):
+    pytest.importorskip("torch")
+    implementations = bench.selected()
+    [(_, _, columns, headers, runs)] = bench.compact_table(implementations, lambda _: None,
+                                                           quick=True, groups=["adamw"])[:1]
+    assert headers == ["lrcore 8bit / lrcore float32 (<= 0.70)",
+                       "lrcore bfloat16 / lrcore float32 (<= 0.85)",
+                       "lrcore 8bit / fastest float32 peer (<= 0.75)",
+                       "bitsandbytes 8bit / lrcore 8bit (>= 10)",
+                       "torchao 8bit / lrcore 8bit (>= 10)"]
+    assert "torch fused" in columns
+    for _, times, _, cells in runs:
+        peers = [times[c] for c in bench.FLOAT32_PEERS if c in times]
+        assert cells[2] == bench.ratio_cell(times["lrcore 8bit"], min(peers))
+        for cell, peer in zip(cells[3:], ("bitsandbytes 8bit", "torchao 8bit")):
+            assert cell == (bench.ratio_cell(times[peer], times["lrcore 8bit"])
+                            if peer in columns else "-")
+
+
+def test_ratio_over_is_a_dash_when_either_side_was_not_measured():
+    t = {"a": bench.Timing(2.0), "b": bench.Timing(4.0), "c": bench.Timing(1.0), "none": None}
+    assert bench.ratio_over(t, "a", ("b", "c", "missing")) == "2.00"      # the fastest: c
+    assert bench.ratio_over(t, "a", ("none", "missing")) == "-"
+    assert bench.ratio_over(t, "none", ("b",)) == "-"
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Captures the arrays (numpy, lrcore cells) or torch params (peer cells) each make() of a
+    bench cell creates: made[-1]."""
+    made = []
+    real_arrays, real_torch = bench.arrays, bench._torch_params
+    monkeypatch.setattr(bench, "arrays", lambda *a: made.append(real_arrays(*a)) or made[-1])
+    monkeypatch.setattr(bench, "_torch_params",
+                        lambda *a: made.append(real_torch(*a)) or made[-1])
+    return made
+
+
+# half the widest gap between neighbouring codes of the signed dynamic map (0.0140625, between
+# its two smallest-magnitude linear segments' ends near ±1), rounded up: the worst error of a
+# nearest-code quantization relative to its block's absmax
+HALF_GAP = 2**-7
+ONE_STEP = [(N8,), (300,)]
+
+
+def torch_adamw_after_one_step(shapes):
+    """torch.optim.AdamW (lr 1e-3, weight_decay 1e-2, for-loop) after one step on
+    bench.arrays(shapes): (params, exp_avg, exp_avg_sq) as float64 numpy arrays."""
+    import torch
+    params, grads = bench.arrays(shapes)
+    tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
+    for t, g in zip(tparams, grads):
+        t.grad = torch.from_numpy(g.copy())
+    opt = torch.optim.AdamW(tparams, lr=1e-3, weight_decay=1e-2, foreach=False)
+    opt.step()
+    return [[x.detach().double().numpy() for x in xs] for xs in (
+        tparams, [opt.state[t]["exp_avg"] for t in tparams],
+        [opt.state[t]["exp_avg_sq"] for t in tparams])]
+
+
+def test_lrcore_compact_cells_are_adamw_with_the_state_format_they_say(compiled, captured):
+    pytest.importorskip("torch")
+    params_t, m_t, v_t = torch_adamw_after_one_step(ONE_STEP)
+    # column -> the stored format of the N8 array's and of the 300-element array's moments
+    # (below min_8bit_size "8bit" keeps float32)
+    for column, stored in (("lrcore float32", ("float32", "float32")),
+                           ("lrcore bfloat16", ("bfloat16", "bfloat16")),
+                           ("lrcore 8bit", ("8bit", "float32"))):
+        step = bench.COMPACT_COLUMNS[column][0]("adamw", ONE_STEP)
+        params, _ = captured.pop()
+        state = step.state
+        assert state.step_count == 1 and state.weight_decay == 1e-2
+        for name in ("exp_avg", "exp_avg_sq"):
+            big, small = state.buffers[name]
+            assert (("8bit" if big.dtype == np.uint8 else format_of(big.dtype)),
+                    format_of(small.dtype)) == stored
+        # the first step's update uses the moments before they are stored: torch's params
+        for p, pt in zip(params, params_t):
+            np.testing.assert_allclose(p, pt, rtol=1e-6, atol=1e-7)
+        for name, exact in (("exp_avg", m_t), ("exp_avg_sq", v_t)):
+            for decoded, e, fmt in zip(state.buffer_values(name), exact, stored):
+                # float32: torch's rounding; bfloat16: one unit of its 8-bit significand;
+                # 8-bit: nearest code, HALF_GAP of the block's absmax (e.max(): an upper bound)
+                bound = {"float32": 1e-6 * np.abs(e), "bfloat16": 2**-7 * np.abs(e),
+                         "8bit": HALF_GAP * np.abs(e).max()}[fmt]
+                assert np.all(np.abs(decoded - e) <= bound + 1e-30), (column, name)
+        step()
+        assert state.step_count == 2
+
+
+@pytest.mark.parametrize("peer", bench.EIGHT_BIT_PEERS)
+def test_8bit_peer_cells_are_adamw_with_8bit_block_wise_moments(peer, captured):
+    if not bench.available(peer):
+        pytest.skip(f"{peer} is not installed")
+    import torch
+    shapes = [(8192,)]                  # both peers' 8-bit rule: >= 4096 elements (torchao: a
+    step = bench.COMPACT_COLUMNS[f"{peer} 8bit"][0]("adamw", shapes)     # whole number of blocks)
+    if step is None:
+        pytest.skip(f"{peer} cannot step on the CPU here")
+    [tparam] = captured.pop()
+    opt = step.__self__
+    assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[0]["weight_decay"] == 1e-2
+    params_t, _, _ = torch_adamw_after_one_step(shapes)
+    np.testing.assert_allclose(tparam.detach().numpy(), params_t[0], rtol=1e-5, atol=1e-7)
+    n = 8192
+    # codes: 1 byte per element per moment; 2 x n/256 float32 absmax (scales); the signed and
+    # the unsigned map, 256 float32 each
+    assert bench.state_bytes_of(step) == 2 * n + 2 * 4 * n // 256 + 2 * 256 * 4
+    codes = [t for v in opt.state[tparam].values() if isinstance(v, torch.Tensor)
+             for t in ([getattr(v, a) for a in v.__tensor_flatten__()[0]]
+                       if hasattr(v, "__tensor_flatten__") and type(v) is not torch.Tensor
+                       else [v]) if t.dtype == torch.uint8]
+    assert sorted(c.numel() for c in codes) == [n, n]
+    step()
+
+
+def test_a_failing_8bit_peer_is_skipped_with_a_warning(monkeypatch):
+    pytest.importorskip("torch")
+
+    class Broken:
+        def __init__(self, params, lr, weight_decay):
+            pass
+
+        def step(self):
+            raise RuntimeError("no CPU kernel")
+    monkeypatch.setattr(bench, "_import_eight_bit_peer", lambda name: Broken)
+    with pytest.warns(UserWarning, match="bitsandbytes AdamW8bit cannot step on the CPU here, "
+                                         "skipped: RuntimeError: no CPU kernel"):
+        assert bench.eight_bit_peer_step("bitsandbytes", "adamw", [(8,)]) is None
+    assert bench.eight_bit_peer_step("bitsandbytes", "sgd", [(8,)]) is None   # AdamW only
+
+
+def test_selected_keeps_lrcore_and_the_installed_names_asked_for(monkeypatch):
+    monkeypatch.setattr(bench, "available", lambda name: name != "torchao")
+    assert bench.selected(["bitsandbytes", "torchao", "DeepSpeed"]) == [
+        "lrcore", "DeepSpeed", "bitsandbytes"]
+    assert bench.selected() == [n for n in list(bench.IMPLEMENTATIONS) + ["bitsandbytes"]]
+
+
+def test_state_bytes_table_is_the_closed_form_of_each_format(compiled, tiny_compact):
+    rows = bench.state_bytes_table(["lrcore"], lambda _: None, workload="1 x 1M")
+    buffers = {"adamw": 2, "sgd": 1, "rmsprop": 1, "adagrad": 1}
+    # N8 elements: 8-bit codes + one float32 absmax per 256 (18 blocks, the last partial);
+    # 300 elements: below min_8bit_size, float32 buffers even under "8bit"
+    per_buffer = {"lrcore float32": 4 * (N8 + 300), "lrcore bfloat16": 2 * (N8 + 300),
+                  "lrcore 8bit": N8 + 4 * 18 + 4 * 300}
+    assert rows == [(o, c, buffers[o] * per_buffer[c], N8 + 300)
+                    for o in buffers for c in bench.LRCORE_FORMATS]
+
+
+def test_state_bytes_of_a_torch_optimizer_counts_each_storage_once_without_step_counters():
+    torch = pytest.importorskip("torch")
+    shared = torch.zeros(256)                                    # a map both states hold
+
+    class Optimizer:
+        state = {0: {"step": torch.tensor(3.0), "codes": torch.zeros(100, dtype=torch.uint8),
+                     "qmap": shared, "lr": 1e-3},
+                 1: {"step": torch.tensor(3.0), "codes": torch.zeros(50, dtype=torch.uint8),
+                     "qmap": shared}}
+
+        def step(self):
+            pass
+    assert bench.state_bytes_of(Optimizer().step) == 100 + 50 + 256 * 4
+
+
+def test_per_param_cell_is_exact_in_256ths():
+    n = 2**22
+    assert bench.per_param_cell(2 * n + 2 * 4 * n // 256, n) == "2 + 8/256 = 2.03125"
+    assert bench.per_param_cell(n + 4 * n // 256, n) == "1 + 4/256 = 1.015625"
+    assert bench.per_param_cell(8 * n, n) == "8"
+    assert bench.per_param_cell(2 * n + 2 * 4 * n // 256 + 2048, n) == "2.031738"
+
+
+def test_report_prints_the_compact_tables(compiled, tiny_compact):
+    lines = []
+    bench.report(quick=True, only=[], out=lines.append, progress=lambda _: None)
+    start = next(i for i, line in enumerate(lines) if line.startswith("Compact optimizer state"))
+    for optimizer, workloads in QUICK_COMPACT.items():
+        title, _, _, ratios = bench.COMPACT_GROUPS[optimizer]
+        for workload in workloads:
+            at = lines.index(f"{title}, {workload}", start)
+            assert lines[at + 1].split() == ["1", "thread", "all", f"({bench.all_threads()})",
+                                             "threads"]
+            rows = lines[at + 3:at + 3 + 3 + len(ratios)]
+            assert [r.split()[:2] for r in rows[:3]] == [
+                ["lrcore", "float32"], ["lrcore", "bfloat16"], ["lrcore", "8bit"]]
+            cells = rows[0].split()                 # lrcore float32 <time> <unit> / f32 ...
+            assert cells[4].rstrip("*") == cells[-1].rstrip("*") == "1.00"
+            assert [r[:len(bench.ratio_header(*ratio))] for r, ratio in zip(rows[3:], ratios)] \
+                == [bench.ratio_header(*ratio) for ratio in ratios]
+    at = next(i for i, line in enumerate(lines) if line.startswith("State bytes per parameter"))
+    assert "(1 x 64K," in lines[at]
+    assert lines[at + 4].split()[:3] == ["AdamW", "lrcore", "8bit"]
+    expected = 2 * (N8 + 4 * 18) / N8 * 8
+    assert lines[at + 4].split()[-2] == f"{expected:.4g}"          # GB for 8B params
+
+
+def test_bench_compact_command_prints_only_the_compact_tables(compiled, tiny_compact, capsys):
+    from lrcore.__main__ import main
+    assert main(["bench", "--compact", "--quick", "--only", "lrcore"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Compact optimizer state")
+    assert "State bytes per parameter" in out
+    assert "Mixed precision" not in out and "Adam (lr 1e-3), time per step; ratio" not in out
+    with pytest.raises(SystemExit):
+        main(["bench", "--compact", "--mixed"])                   # one table set or the other
+    assert "not allowed with argument" in capsys.readouterr().err
