@@ -302,18 +302,18 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
             st, new = self.state.get(p, {}), created.setdefault(p, {})
             if self._has_step and "step" not in st:
                 new["step"] = torch.tensor(0.0, dtype=torch.float32)   # as torch.optim keeps it
-            own = {key: [spec[k]] for key, spec in layout.items()}    # this param's layout
-            where = f"param_groups[{index}]['params'][{i}]'s state"
             fresh = None
             for name in names:
-                fmt, absmax = own[name][0][0], name + "_absmax"
+                fmt, absmax = layout[name][k][0], name + "_absmax"
                 if st.get(name) is not None:
-                    _check_state(st, name, p, fmt, own.get(absmax), group, where)
+                    _check_state(st, name, p, fmt, layout[absmax][k][1] if fmt == "8bit" else None,
+                                 group, f"param_groups[{index}]['params'][{i}]'s state")
                 elif name not in new:   # torch stores momentum_buffer=None without momentum
                     if fmt == _OWN_FORMAT[p.dtype]:     # stored as torch.optim stores it
                         new[name] = _new_buffer(p, state._buffer_start(name))
                         continue
                     if fresh is None:   # lrcore's start values, in their stored formats
+                        own = {key: [spec[k]] for key, spec in layout.items()}
                         fresh = state._new_buffers(own, [params[k].dtype])
                     new[name] = _state_tensor(p, fmt, fresh[name][0])
                     if fmt == "8bit":
@@ -467,17 +467,17 @@ def _real(p):
     return torch.view_as_real(p) if p.is_complex() else p
 
 
-def _check_state(st, name, p, fmt, absmax_layout, group, where):
+def _check_state(st, name, p, fmt, blocks, group, where):
     """A param's existing state buffer st[name] must be what the group's options store: a
     buffer of the param's own format laid out as the param (torch.optim's state), else a
     tensor of `fmt`'s dtype laid out as the param's real view; an 8-bit one needs its
-    `name + "_absmax"` (absmax_layout: [("float32", (blocks,))]), 1-D contiguous float32 of
-    one entry per 256-element block, and other buffers have none."""
+    `name + "_absmax"`, 1-D contiguous float32 of shape `blocks` (one entry per 256-element
+    block), and other buffers have none."""
     label, absmax = f"{where} {name!r}", name + "_absmax"
-    real = _real(p)
     if fmt == _OWN_FORMAT[p.dtype]:
         _check_like(st[name], p, label)
     else:
+        real = _real(p)
         dtype = _TORCH_FORMATS[fmt]
         why = f"state_format={_compact(group, 'state_format')!r} stores it as {dtype}"
         if fmt == "float32" and _compact(group, "state_format") == "8bit":
@@ -496,7 +496,6 @@ def _check_state(st, name, p, fmt, absmax_layout, group, where):
     if a is None:
         raise ValueError(f"{label} is missing: the 8-bit codes of {name!r} cannot be decoded "
                          f"without their block maxima; restore the state with load_state_dict()")
-    blocks = absmax_layout[0][1]
     if a.is_sparse:
         raise TypeError(f"{label} is a sparse tensor; lrcore updates dense CPU tensors")
     if a.device.type != "cpu":
@@ -506,7 +505,7 @@ def _check_state(st, name, p, fmt, absmax_layout, group, where):
                         f"torch.float32 absmax per 256-element block")
     if tuple(a.shape) != blocks:
         raise ValueError(f"{label} has shape {tuple(a.shape)}, expected {blocks}: one absmax "
-                         f"per 256-element block of the {real.numel()} elements")
+                         f"per 256-element block of the {_real(p).numel()} elements")
     if not a.is_contiguous():
         raise ValueError(f"{label} has strides {a.stride()}, expected a contiguous tensor; "
                          f"lrcore updates it in place and never copies")
