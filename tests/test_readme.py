@@ -20,7 +20,7 @@ def test_ci_runs_the_readme_commands():
     setup, torch_step = code_blocks("bash")[:2]
     commands = setup.strip().splitlines()
     assert len(commands) == 2
-    assert "torch==" in torch_step and "[plot]" in torch_step
+    assert "torch==" in torch_step and "[plot,compact]" in torch_step
     ci = (ROOT / ".ci" / "run").read_text()
     for command in commands + [torch_step.strip()]:
         assert command in ci
