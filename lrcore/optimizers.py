@@ -19,6 +19,14 @@ class Optimizer:
     validates each hyperparameter and makes it a read-only attribute), pass their keywords to
     this __init__, and name their buffers in _buffers_needed().
 
+    Every optimizer takes keyword-only options besides its hyperparameters (API.md):
+    nonfinite, max_grad_norm, and the compact state: state_format (None: buffers in the
+    params' format; "float32"; "bfloat16", written with stochastic rounding; "8bit",
+    block-wise dynamic quantization, lrcore.compact), param_rounding ("stochastic" rounds
+    bfloat16 params stochastically), seed (of the stochastic rounding: the random bits are a
+    hash of seed, step_count, array index and element index), min_8bit_size (smaller arrays
+    keep float32 buffers under "8bit"). layout() says what the buffers are.
+
     What a step reads and writes (counts, binding, buffers, the lr source) lives in
     self._core: the compiled StepCore of src/_kernels.pyx, or _Core below when the extension
     is absent; the steady-state compiled step reads it without running Python code.

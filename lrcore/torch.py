@@ -48,6 +48,34 @@ Mixed precision, as torch's fused optimizers (`fused=True`):
   `scaler.step(opt)` works as well. Unlike torch's fused kernels, which write the unscaled
   gradient back into .grad, lrcore never writes the grads: after `scaler.step(opt)` they are
   still scaled.
+
+Compact optimizer state (API.md "Compact optimizer state"): every constructor takes lrcore's
+keyword-only `state_format=None | "float32" | "bfloat16" | "8bit"`, `param_rounding="nearest"
+| "stochastic"`, `seed=0` and `min_8bit_size=4096`. They are kept in each param group like
+torch's hyperparameters (so groups may differ, and state_dict() carries them; a group without
+them, as one loaded from a torch.optim state_dict, has the defaults), and each step gives them
+to the lrcore state of the group, whose update lrcore.Optimizer._update_external runs on the
+tensors' memory. A param's state holds, under torch's buffer names:
+- a buffer whose format is the param's own (state_format None; "float32" for float32 params):
+  a tensor of the param's dtype, shape and strides, as torch.optim keeps it;
+- "float32" / "bfloat16" buffers of other params: a torch.float32 / torch.bfloat16 tensor;
+- "8bit" buffers (params of at least min_8bit_size elements; smaller ones keep float32
+  buffers, as bitsandbytes does): a torch.uint8 tensor of codes, plus `name + "_absmax"`, a
+  1-D contiguous float32 tensor of ceil(numel / 256) block maxima.
+Compact buffers have the param's shape and strides (a complex64 param's: those of its real
+view, shape + (2,), the array the update runs on), so blocks of 256 count elements in memory
+order, as lrcore's step on the flat array does. The buffers start as lrcore's
+Optimizer._new_buffers makes them, are converted once into tensors (bfloat16 through its
+int16 bit patterns) and are viewed as numpy arrays at every step, without copies. float64 and
+complex128 params refuse a compact format, and float16 params param_rounding="stochastic", as
+lrcore does. The stochastic rounding is keyed by (seed, the group's "lrcore_step_count",
+position of the param among the group's params that have a grad, buffer): a replay or a
+resumed run gives the same bits, and two groups with the same seed draw the same bits for
+their k-th params (give them different seeds if that correlation matters). load_state_dict()
+keeps the saved dtype of a compact group's state tensors (torch.optim would cast every state
+tensor of a floating param to the param's dtype: uint8 codes to float values, float32 moments
+of a bfloat16 param to bfloat16), and the next step checks them: a state tensor of another
+dtype, shape or layout than the options give raises the errors above, naming the tensor.
 """
 import re
 
@@ -95,10 +123,14 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
     _step_supports_amp_scaling = True
 
     def __init__(self, params, defaults, foreach=None, fused=None, capturable=False,
-                 differentiable=False, max_grad_norm=None):
+                 differentiable=False, max_grad_norm=None, state_format=None,
+                 param_rounding="nearest", seed=0, min_8bit_size=4096):
         if capturable or differentiable:
             raise ValueError(f"{type(self).__name__} does not support capturable or "
                              f"differentiable (CUDA graphs / autograd through the step)")
+        # the compact-state options are group hyperparameters (lrcore's constructor checks them)
+        defaults = dict(defaults, state_format=state_format, param_rounding=param_rounding,
+                        seed=seed, min_8bit_size=min_8bit_size)
         lr = defaults["lr"]      # a schedule is validated as lrcore does, not evaluated
         self._lrcore_state(defaults, _scalar(lr, "lr") if torch.is_tensor(lr) else lr)
         self.max_grad_norm = max_grad_norm
@@ -140,6 +172,40 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                     st = self.state.get(p)
                     if st and "step" in st and not torch.is_tensor(st["step"]):
                         st["step"] = torch.tensor(float(st["step"]), dtype=torch.float32)
+
+    def load_state_dict(self, state_dict):
+        """torch.optim.Optimizer.load_state_dict, except that the state tensors of a group
+        with a compact state_format keep the dtype they were saved with.
+
+        torch casts every state tensor of a floating-point param (but `step`) to the param's
+        dtype, which would turn 8-bit codes into float values and round float32 moments of
+        bfloat16 params to bfloat16. So the dict as torch loads it (after any pre-hooks) is
+        noted, and before any post-hook runs, the state tensors of the groups whose loaded
+        state_format is not None are set to the saved ones (moved to the param's device
+        only; like torch, a tensor already there is taken as it is, not copied). The next
+        step checks them against the options."""
+        loaded = {}
+
+        def note(optimizer, state_dict):        # runs after the user's pre-hooks
+            loaded["dict"] = state_dict
+
+        def restore(optimizer):                 # runs before the user's post-hooks
+            sd = loaded["dict"]
+            for group, saved in zip(self.param_groups, sd["param_groups"]):
+                if _compact(group, "state_format") is None:
+                    continue
+                for pid, p in zip(saved["params"], group["params"]):
+                    for key, value in sd["state"].get(pid, {}).items():
+                        if key != "step" and torch.is_tensor(value):
+                            self.state[p][key] = value.to(device=p.device)
+
+        handles = [self.register_load_state_dict_pre_hook(note),
+                   self.register_load_state_dict_post_hook(restore, prepend=True)]
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            for handle in handles:
+                handle.remove()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -216,41 +282,68 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
             rate = _scalar(lr, "lr") if torch.is_tensor(lr) else lr
         state = self._lrcore_state(group, rate)
         names = state._buffers_needed()
-        # each param's own update count, read before this step's state exists
-        steps = np.array([self._array_step(self.state.get(p, {})) for _, p in members],
-                         dtype=np.int64)
-        created = {}        # param -> the state entries this step creates (tensors hash by id)
-        for i, p in members:
-            st, new = self.state.get(p, {}), created.setdefault(p, {})
-            if self._has_step and "step" not in st:
-                new["step"] = torch.tensor(0.0, dtype=torch.float32)   # as torch.optim keeps it
-            for name in names:
-                if st.get(name) is not None:
-                    _check_like(st[name], p, f"param_groups[{index}]['params'][{i}]'s state "
-                                             f"{name!r}")
-                elif name not in new:   # torch stores momentum_buffer=None without momentum
-                    new[name] = _new_buffer(p, state._buffer_start(name))
-
-        def current(p, name):
-            return created[p][name] if name in created[p] else self.state[p][name]
-
         params = [_flat(p) for _, p in members]
         grads = [_flat(p.grad) for _, p in members]
-        buffers = {name: [_flat(current(p, name)) for _, p in members] for name in names}
 
         def renamed(exc):   # lrcore's array names (tied params...) as torch users know them
             return type(exc)(_torch_names(str(exc), index, members))
 
+        # what each buffer is stored as, for the arrays the update runs on (lrcore's rule:
+        # state_format, min_8bit_size); refuses float64 params with a compact format
+        try:
+            layout = state.layout([(_validate.format_of(a.dtype), a.shape) for a in params])
+        except ValueError as exc:
+            raise renamed(exc) from None
+        # each param's own update count, read before this step's state exists
+        steps = np.array([self._array_step(self.state.get(p, {})) for _, p in members],
+                         dtype=np.int64)
+        created = {}        # param -> the state entries this step creates (tensors hash by id)
+        for k, (i, p) in enumerate(members):
+            st, new = self.state.get(p, {}), created.setdefault(p, {})
+            if self._has_step and "step" not in st:
+                new["step"] = torch.tensor(0.0, dtype=torch.float32)   # as torch.optim keeps it
+            fresh = None
+            for name in names:
+                fmt, absmax = layout[name][k][0], name + "_absmax"
+                if st.get(name) is not None:
+                    _check_state(st, name, p, fmt, layout[absmax][k][1] if fmt == "8bit" else None,
+                                 group, f"param_groups[{index}]['params'][{i}]'s state")
+                elif name not in new:   # torch stores momentum_buffer=None without momentum
+                    if fmt == _OWN_FORMAT[p.dtype]:     # stored as torch.optim stores it
+                        new[name] = _new_buffer(p, state._buffer_start(name))
+                        continue
+                    if fresh is None:   # lrcore's start values, in their stored formats
+                        own = {key: [spec[k]] for key, spec in layout.items()}
+                        fresh = state._new_buffers(own, [params[k].dtype])
+                    new[name] = _state_tensor(p, fmt, fresh[name][0])
+                    if fmt == "8bit":
+                        new[absmax] = torch.from_numpy(fresh[absmax][0].copy())
+
+        def current(p, name):
+            return created[p][name] if name in created[p] else self.state[p][name]
+
+        # the update's arrays: every buffer, and with state_format="8bit" each one's absmax
+        # (an empty array for the params that keep float32 buffers, as lrcore's layout has it)
+        def array(key, k, p):
+            owner = key[:-len("_absmax")] if key.endswith("_absmax") else key
+            if owner != key and layout[owner][k][0] != "8bit":
+                return np.zeros(0, np.float32)
+            return _flat(current(p, key))
+
+        buffers = {key: [array(key, k, p) for k, (_, p) in enumerate(members)]
+                   for key in layout}
+
         def check():
             try:
-                _validate.check_step(params, grads, None, buffers)
+                _validate.check_step(params, grads, None, buffers, layout)
             except (TypeError, ValueError) as exc:
                 raise renamed(exc) from None
 
         def update(grad_scale, clip_coef):
             try:
                 state._update_external(params, grads, buffers, steps, rate,
-                                       grad_scale=grad_scale, clip_coef=clip_coef)
+                                       grad_scale=grad_scale, clip_coef=clip_coef,
+                                       step_count=count)
             except (TypeError, ValueError) as exc:
                 raise renamed(exc) from None
             for p, new in created.items():
@@ -270,6 +363,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         a schedule), validated by its constructor; torch's wording for what torch refuses."""
         cls = self._lrcore_class_of(group)
         values = {key: group[key] for key in _KEYS[cls.__name__]}
+        values.update({key: _compact(group, key) for key in _COMPACT_DEFAULTS})
         values["lr"] = lr
         if "betas" in values:
             values["betas"] = _betas_values(values["betas"])
@@ -335,23 +429,95 @@ def _check_param(t, name):
                          f"never copies")
 
 
-def _check_like(t, p, name):
-    """t (a grad or state buffer) must be laid out as its param p: then the element-wise
-    update runs on the same flat memory order for all of them."""
+def _check_like(t, p, name, dtype=None, why=None, what="the param"):
+    """t (a grad or state buffer) must be laid out as its param p (`what`: p's description
+    in messages): then the element-wise update runs on the same flat memory order for all of
+    them. Its dtype must be p's, or `dtype` (a compact state format's; `why` says so)."""
     if t.is_sparse:
         raise TypeError(f"{name} is a sparse tensor; lrcore updates dense CPU tensors")
     if t.device.type != "cpu":
         raise ValueError(f"{name} is on {t.device}; lrcore.torch runs on CPU tensors")
-    if t.dtype != p.dtype:
+    if dtype is None and t.dtype != p.dtype:
         raise TypeError(f"{name} has dtype {t.dtype}, the param {p.dtype}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype}; {why}")
     if t.shape != p.shape:
-        raise ValueError(f"{name} has shape {tuple(t.shape)}, the param {tuple(p.shape)}")
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, {what} {tuple(p.shape)}")
     # strides of size-1 dimensions do not change the layout
     if t.numel() and any(st != sp for n, st, sp in zip(p.shape, t.stride(), p.stride())
                          if n != 1):
         raise ValueError(f"{name} has strides {t.stride()} where the param has {p.stride()}; "
                          f"lrcore updates a param, its grad and state in place on one shared "
                          f"layout and never copies")
+
+
+# the torch dtype of each buffer format (lrcore's BUFFER_FORMATS; "8bit": the codes)
+_TORCH_FORMATS = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+                  "bfloat16": torch.bfloat16, "8bit": torch.uint8}
+
+
+# the format of the array the update runs on for a param of each dtype (complex: its real view)
+_OWN_FORMAT = {torch.float32: "float32", torch.complex64: "float32", torch.float64: "float64",
+               torch.complex128: "float64", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _real(p):
+    """What the update runs on for p: p, or a complex p's real view (shape + (2,))."""
+    p = p.detach()
+    return torch.view_as_real(p) if p.is_complex() else p
+
+
+def _check_state(st, name, p, fmt, blocks, group, where):
+    """A param's existing state buffer st[name] must be what the group's options store: a
+    buffer of the param's own format laid out as the param (torch.optim's state), else a
+    tensor of `fmt`'s dtype laid out as the param's real view; an 8-bit one needs its
+    `name + "_absmax"`, 1-D contiguous float32 of shape `blocks` (one entry per 256-element
+    block), and other buffers have none."""
+    label, absmax = f"{where} {name!r}", name + "_absmax"
+    if fmt == _OWN_FORMAT[p.dtype]:
+        _check_like(st[name], p, label)
+    else:
+        real = _real(p)
+        dtype = _TORCH_FORMATS[fmt]
+        why = f"state_format={_compact(group, 'state_format')!r} stores it as {dtype}"
+        if fmt == "float32" and _compact(group, "state_format") == "8bit":
+            why += (f" (the param has {p.numel()} elements, fewer than min_8bit_size="
+                    f"{_compact(group, 'min_8bit_size')})")
+        _check_like(st[name], real, label, dtype=dtype, why=why,
+                    what="the param's real view" if p.is_complex() else "the param")
+    a = st.get(absmax)
+    if fmt != "8bit":
+        if a is not None:
+            raise ValueError(f"{where} {absmax!r} holds the block maxima of 8-bit codes, but "
+                             f"these options store {name!r} as {fmt}; restore the state with "
+                             f"load_state_dict()")
+        return
+    label = f"{where} {absmax!r}"
+    if a is None:
+        raise ValueError(f"{label} is missing: the 8-bit codes of {name!r} cannot be decoded "
+                         f"without their block maxima; restore the state with load_state_dict()")
+    if a.is_sparse:
+        raise TypeError(f"{label} is a sparse tensor; lrcore updates dense CPU tensors")
+    if a.device.type != "cpu":
+        raise ValueError(f"{label} is on {a.device}; lrcore.torch runs on CPU tensors")
+    if a.dtype != torch.float32:
+        raise TypeError(f"{label} has dtype {a.dtype}; state_format='8bit' stores one "
+                        f"torch.float32 absmax per 256-element block")
+    if tuple(a.shape) != blocks:
+        raise ValueError(f"{label} has shape {tuple(a.shape)}, expected {blocks}: one absmax "
+                         f"per 256-element block of the {_real(p).numel()} elements")
+    if not a.is_contiguous():
+        raise ValueError(f"{label} has strides {a.stride()}, expected a contiguous tensor; "
+                         f"lrcore updates it in place and never copies")
+
+
+def _state_tensor(p, fmt, values):
+    """A new compact state tensor of format `fmt` laid out as p's real view (its strides,
+    so element e of the flat memory order is element e of lrcore's flat array), holding the
+    numpy array `values` (lrcore's _new_buffers; bfloat16 copied as its bit patterns)."""
+    t = torch.empty_like(_real(p), dtype=_TORCH_FORMATS[fmt], memory_format=torch.preserve_format)
+    np.copyto(_flat(t).view(np.uint8), np.ascontiguousarray(values).reshape(-1).view(np.uint8))
+    return t
 
 
 def _flat(t):
@@ -388,7 +554,17 @@ def _torch_names(message, index, members):
     return _CHECK_NAMES.sub(rename, message)
 
 
-# the lrcore constructor keywords of each optimizer, read from a param group
+# the compact-state keywords with their defaults: a param group without them (one loaded from
+# a torch.optim state_dict or an older lrcore.torch) has these values; the keys are not added
+# to it, so it stays as torch.optim loads it
+_COMPACT_DEFAULTS = dict(state_format=None, param_rounding="nearest", seed=0, min_8bit_size=4096)
+
+
+def _compact(group, key):
+    return group.get(key, _COMPACT_DEFAULTS[key])
+
+
+# the lrcore constructor keywords of each optimizer, read from a param group (and the above)
 _KEYS = {
     "SGD": ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize"),
     "Adagrad": ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"),
@@ -409,12 +585,14 @@ class SGD(_LrcoreOptimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, max_grad_norm=None):
+                 fused=None, max_grad_norm=None, state_format=None, param_rounding="nearest",
+                 seed=0, min_8bit_size=4096):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize),
                          foreach=foreach, fused=fused, differentiable=differentiable,
-                         max_grad_norm=max_grad_norm)
+                         max_grad_norm=max_grad_norm, state_format=state_format,
+                         param_rounding=param_rounding, seed=seed, min_8bit_size=min_8bit_size)
 
     def _array_step(self, st):
         # torch's first momentum step is the one that finds no buffer (it copies the gradient)
@@ -429,12 +607,14 @@ class Adagrad(_LrcoreOptimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
-                 differentiable=False, fused=None, max_grad_norm=None):
+                 differentiable=False, fused=None, max_grad_norm=None, state_format=None,
+                 param_rounding="nearest", seed=0, min_8bit_size=4096):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize),
                          foreach=foreach, fused=fused, differentiable=differentiable,
-                         max_grad_norm=max_grad_norm)
+                         max_grad_norm=max_grad_norm, state_format=state_format,
+                         param_rounding=param_rounding, seed=seed, min_8bit_size=min_8bit_size)
 
 
 class RMSprop(_LrcoreOptimizer):
@@ -445,11 +625,13 @@ class RMSprop(_LrcoreOptimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False, *, max_grad_norm=None):
+                 differentiable=False, *, max_grad_norm=None, state_format=None,
+                 param_rounding="nearest", seed=0, min_8bit_size=4096):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize),
                          foreach=foreach, capturable=capturable, differentiable=differentiable,
-                         max_grad_norm=max_grad_norm)
+                         max_grad_norm=max_grad_norm, state_format=state_format,
+                         param_rounding=param_rounding, seed=seed, min_8bit_size=min_8bit_size)
 
 
 class Adam(_LrcoreOptimizer):
@@ -463,7 +645,8 @@ class Adam(_LrcoreOptimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False,
-                 max_grad_norm=None):
+                 max_grad_norm=None, state_format=None, param_rounding="nearest", seed=0,
+                 min_8bit_size=4096):
         # torch refuses these combinations (its foreach path cannot read tensors); so do we
         if foreach and not capturable:
             if torch.is_tensor(lr):
@@ -482,7 +665,9 @@ class Adam(_LrcoreOptimizer):
                                       maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay),
                          foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, max_grad_norm=max_grad_norm)
+                         differentiable=differentiable, max_grad_norm=max_grad_norm,
+                         state_format=state_format, param_rounding=param_rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _lrcore_class_of(self, group):
         return optimizers.AdamW if group["decoupled_weight_decay"] else optimizers.Adam
@@ -493,11 +678,14 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, max_grad_norm=None):
+                 differentiable=False, fused=None, max_grad_norm=None, state_format=None,
+                 param_rounding="nearest", seed=0, min_8bit_size=4096):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, max_grad_norm=max_grad_norm)
+                         decoupled_weight_decay=True, max_grad_norm=max_grad_norm,
+                         state_format=state_format, param_rounding=param_rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def __setstate__(self, state):
         # as torch.optim.AdamW: whatever was saved, loading into AdamW means decoupled decay

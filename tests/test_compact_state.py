@@ -354,3 +354,25 @@ def test_a_replaced_code_buffer_is_refused_before_anything_changes(compiled):
     with pytest.raises(ValueError, match=r"state buffer exp_avg_absmax\[0\] no longer matches"):
         lrcore.step(p, np.ones_like(p), state)
     assert np.array_equal(p, before) and state.step_count == 1
+
+
+@pytest.mark.parametrize("state_format", ["bfloat16", "8bit"])
+def test_find_lr_runs_on_a_copy_of_a_compact_state(backend, state_format):
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((64, 300)).astype(F32)
+    y = X @ rng.standard_normal(300).astype(F32)
+    w = np.zeros(300, F32)
+
+    def fn(params):
+        err = X @ params[0] - y
+        return float(err @ err / 2 / len(y)), [X.T @ err / len(y)]
+
+    state = lrcore.Adam(lr=1e-2, state_format=state_format, min_8bit_size=1)
+    for _ in range(3):
+        lrcore.step(w, fn([w])[1][0], state)
+    before = {name: [bits(b).copy() for b in arrays] for name, arrays in state.buffers.items()}
+    w_before = w.copy()
+    result = lrcore.find_lr(fn, [w], state, num_steps=30)
+    assert len(result.lrs) > 5 and state.step_count == 3 and np.array_equal(w, w_before)
+    for name, arrays in state.buffers.items():
+        assert all(np.array_equal(bits(a), b) for a, b in zip(arrays, before[name])), name

@@ -20,7 +20,7 @@ def test_ci_runs_the_readme_commands():
     setup, torch_step = code_blocks("bash")[:2]
     commands = setup.strip().splitlines()
     assert len(commands) == 2
-    assert "torch==" in torch_step and "[plot]" in torch_step
+    assert "torch==" in torch_step and "[plot,compact]" in torch_step
     ci = (ROOT / ".ci" / "run").read_text()
     for command in commands + [torch_step.strip()]:
         assert command in ci
@@ -79,3 +79,21 @@ def test_readme_mixed_precision_example_prints_what_it_says(compiled, capsys):
     claimed = [line.rsplit("# ", 1)[1] for line in mixed.splitlines() if line.startswith("print(")]
     assert printed == claimed and len(claimed) == 2
     assert namespace["wb"].dtype.name == "bfloat16" and namespace["state"].step_count == 500
+
+
+def test_readme_compact_state_example_prints_what_it_says(compiled, capsys):
+    """The compact-state example (it continues the first example's X, y): 8-bit Adam
+    converges as float32 Adam does, and stochastic rounding keeps bfloat16 weights moving
+    where round-to-nearest stalls."""
+    pytest.importorskip("ml_dtypes")
+    namespace = {}
+    exec(compile(code_blocks("python")[0], "README example", "exec"), namespace)
+    capsys.readouterr()
+    compact = code_blocks("python compact")[0]
+    exec(compile(compact, "README compact-state example", "exec"), namespace)
+    printed = capsys.readouterr().out.rstrip("\n").splitlines()
+    claimed = [line.rsplit("# ", 1)[1] for line in compact.splitlines() if line.startswith("print(")
+               and "# " in line] + [line.split("# prints: ", 1)[1] for line in compact.splitlines()
+                                    if line.startswith("# prints: ")]
+    assert printed == claimed and len(claimed) == 3
+    assert namespace["adam8"].state_bytes == 2 * 8 + 2 * 4     # codes + one absmax per buffer
