@@ -669,3 +669,140 @@ def step(params, grads, state, *, grad_scale=None):
         from lrcore.optimizers import python_step
         _python_step = python_step
     return _python_step(params, grads, state, grad_scale=scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compact optimizer state (issue 13): test hooks over the block primitives of src/compact.h
+# (8-bit block-wise quantization, stochastic rounding to bfloat16). They run at the vector
+# level set_half_conversions selects, as the kernels do.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stddef cimport ptrdiff_t
+
+cdef extern from "compact.h" nogil:
+    enum: LRC_Q8_BLOCK
+    const uint32_t lrc_q8_map_bits[2][256]
+    int lrc_q8_init()
+    float lrc_q8_quantize(const float *x, int is_unsigned, uint8_t *codes, ptrdiff_t n)
+    void lrc_q8_dequantize(const uint8_t *codes, float absmax, int is_unsigned, float *out,
+                           ptrdiff_t n)
+    uint64_t lrc_rounding_key(uint64_t seed, uint64_t step, uint64_t array, uint64_t slot)
+    void lrc_round_bf16_stochastic(const float *x, uint16_t *out, ptrdiff_t n, uint64_t key,
+                                   int64_t start)
+
+if lrc_q8_init() != 0:      # the code tables' build-time check (see src/compact.h)
+    raise ImportError("src/compact.h: the 8-bit code tables failed their build-time check")
+
+Q8_BLOCK = LRC_Q8_BLOCK     # elements per 8-bit block (one absmax each)
+
+
+cdef cnp.ndarray _compact_operand(object a, str name, int typenum, str what):
+    """a, checked to be an ndarray of type number `typenum`, C-contiguous, aligned and in
+    native byte order (TypeError naming the argument otherwise)."""
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be a numpy array of {what}, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+    if (cnp.PyArray_TYPE(arr) != typenum or not PyArray_ISNOTSWAPPED(arr)
+            or (cnp.PyArray_FLAGS(arr) & need) != need):
+        raise TypeError(f"{name} must be a C-contiguous aligned native-order array of {what}, "
+                        f"got dtype {arr.dtype} (C-contiguous: {arr.flags.c_contiguous})")
+    return arr
+
+
+cdef uint64_t _uint64_arg(object value, str name) except? 0:
+    """value as a uint64: an int in [0, 2**64) (TypeError / ValueError naming it)."""
+    import operator
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not 0 <= v < 2 ** 64:
+        raise ValueError(f"{name} must be an int in [0, 2**64), got {v}")
+    return <uint64_t>v
+
+
+def q8_map(bint unsigned):
+    """The dynamic map of src/compact.h (signed: bitsandbytes create_dynamic_map(True), zero
+    code 127; unsigned: create_dynamic_map(False), zero code 0) as a float32 (256,) copy."""
+    cdef cnp.ndarray out = np.empty(256, dtype=np.uint32)
+    cdef uint32_t *o = <uint32_t *>cnp.PyArray_DATA(out)
+    cdef int i
+    for i in range(256):
+        o[i] = lrc_q8_map_bits[1 if unsigned else 0][i]
+    return out.view(np.float32)
+
+
+def q8_quantize(x, bint unsigned):
+    """(codes, absmax) of x (float32, C-contiguous, any shape) in blocks of Q8_BLOCK elements
+    of its flat order: absmax[b] = the float32 of max |bits| over block b, codes (uint8, x's
+    shape) the nearest map entries to x * (1 / absmax[b]) (ties to the lower code, NaN to the
+    zero code); absmax has ceil(x.size / 256) entries."""
+    cdef cnp.ndarray xa = _compact_operand(x, "x", cnp.NPY_FLOAT32, "float32")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(xa), nblocks = (n + LRC_Q8_BLOCK - 1) // LRC_Q8_BLOCK
+    cdef Py_ssize_t b, start
+    cdef cnp.ndarray codes = np.empty_like(xa, dtype=np.uint8)
+    cdef cnp.ndarray absmax = np.empty(nblocks, dtype=np.float32)
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
+    cdef uint8_t *cp = <uint8_t *>cnp.PyArray_DATA(codes)
+    cdef float *ap = <float *>cnp.PyArray_DATA(absmax)
+    cdef int uns = unsigned
+    with nogil:
+        for b in range(nblocks):
+            start = b * LRC_Q8_BLOCK
+            ap[b] = lrc_q8_quantize(xp + start, uns, cp + start,
+                                    min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
+    return codes, absmax
+
+
+def q8_dequantize(codes, absmax, bint unsigned):
+    """float32 array of codes' shape: map[codes[i]] * absmax[i // 256] (a float32 multiply),
+    codes uint8 C-contiguous, absmax float32 C-contiguous (ceil(codes.size / 256),)."""
+    cdef cnp.ndarray ca = _compact_operand(codes, "codes", cnp.NPY_UINT8, "uint8")
+    cdef cnp.ndarray aa = _compact_operand(absmax, "absmax", cnp.NPY_FLOAT32, "float32")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(ca), nblocks = (n + LRC_Q8_BLOCK - 1) // LRC_Q8_BLOCK
+    cdef Py_ssize_t b, start
+    if cnp.PyArray_NDIM(aa) != 1 or cnp.PyArray_DIMS(aa)[0] != nblocks:
+        raise ValueError(f"absmax must have shape ({nblocks},) for {n} codes "
+                         f"(one entry per block of {LRC_Q8_BLOCK}), got {absmax.shape}")
+    cdef cnp.ndarray out = np.empty_like(ca, dtype=np.float32)
+    cdef const uint8_t *cp = <const uint8_t *>cnp.PyArray_DATA(ca)
+    cdef const float *ap = <const float *>cnp.PyArray_DATA(aa)
+    cdef float *op = <float *>cnp.PyArray_DATA(out)
+    cdef int uns = unsigned
+    with nogil:
+        for b in range(nblocks):
+            start = b * LRC_Q8_BLOCK
+            lrc_q8_dequantize(cp + start, ap[b], uns, op + start,
+                              min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
+    return out
+
+
+def rounding_key(seed, step, array, slot):
+    """splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ step) ^ array) ^ slot) (uint64
+    wrap-around), each argument an int in [0, 2**64): the key of one array's stochastic
+    rounding in one update (COMPACT_SPEC.md)."""
+    return lrc_rounding_key(_uint64_arg(seed, "seed"), _uint64_arg(step, "step"),
+                            _uint64_arg(array, "array"), _uint64_arg(slot, "slot"))
+
+
+def round_bf16_stochastic(x, key, start=0):
+    """uint16 bfloat16 patterns of x (float32, C-contiguous, any shape), element i of the flat
+    order being element e = start + i of its array: r = lowbias32((uint32)e ^
+    (uint32)splitmix64(key ^ (e >> 32))) >> 16, out = (bits + r) >> 16 (NaN: (bits >> 16) |
+    0x40). key: an int in [0, 2**64); start: an int >= 0 with start + x.size <= 2**63 - 1."""
+    cdef cnp.ndarray xa = _compact_operand(x, "x", cnp.NPY_FLOAT32, "float32")
+    cdef uint64_t k = _uint64_arg(key, "key")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(xa)
+    import operator
+    try:
+        s = operator.index(start)
+    except TypeError:
+        raise TypeError(f"start must be an int, got {type(start).__name__}") from None
+    if not 0 <= s <= INT64_MAX - n:
+        raise ValueError(f"start must be an int from 0 to 2**63 - 1 - x.size, got {s}")
+    cdef int64_t st = s
+    cdef cnp.ndarray out = np.empty_like(xa, dtype=np.uint16)
+    with nogil:
+        lrc_round_bf16_stochastic(<const float *>cnp.PyArray_DATA(xa),
+                                  <uint16_t *>cnp.PyArray_DATA(out), n, k, st)
+    return out

@@ -162,7 +162,8 @@ LRC_AVX512 static void lrc_round_f16_avx512(const float *src, uint16_t *dst, ptr
 /* The conversions of one half format. */
 typedef struct { lrc_widen_fn widen; lrc_round_fn round; } lrc_conversions;
 
-/* Conversion levels, each a row of lrc_conversion_table: [level][0] bfloat16, [1] float16. */
+/* The vector levels, each a row of lrc_conversion_table: [level][0] bfloat16, [1] float16. The
+ * level in use also picks compact.h's versions (8-bit quantization, stochastic rounding). */
 enum { LRC_CONVERT_PORTABLE = 0, LRC_CONVERT_AVX2 = 1, LRC_CONVERT_AVX512 = 2 };
 static const char *const lrc_conversion_names[3] = {"portable", "avx2", "avx512f"};
 
@@ -193,8 +194,9 @@ static const lrc_conversions lrc_conversion_table[1][2] = {
 static int lrc_conversion_best(void) { return LRC_CONVERT_PORTABLE; }
 #endif
 
-/* The level in use: the best the CPU runs, chosen at the first use (racing first uses store
- * the same value), or one set by lrc_set_conversion_level. */
+/* The vector level in use (for the half conversions here and compact.h's primitives): the
+ * best the CPU runs, chosen at the first use (racing first uses store the same value), or one
+ * set by lrc_set_conversion_level. */
 static int lrc_conversion_level = -1;
 
 static inline int lrc_conversion_in_use(void)
