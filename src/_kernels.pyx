@@ -636,8 +636,12 @@ cdef extern from "compact.h" nogil:
     const uint32_t lrc_q8_map_bits[2][256]
     int lrc_q8_init()
     float lrc_q8_quantize(const float *x, int is_unsigned, uint8_t *codes, ptrdiff_t n)
+    void lrc_q8_quantize_blocks(const float *x, int is_unsigned, uint8_t *codes, float *absmax,
+                                ptrdiff_t n)
     void lrc_q8_dequantize(const uint8_t *codes, float absmax, int is_unsigned, float *out,
                            ptrdiff_t n)
+    void lrc_q8_dequantize_blocks(const uint8_t *codes, const float *absmax, int is_unsigned,
+                                  float *out, ptrdiff_t n)
     uint64_t lrc_rounding_key(uint64_t seed, uint64_t step, uint64_t array, uint64_t slot)
     void lrc_round_bf16_stochastic(const float *x, uint16_t *out, ptrdiff_t n, uint64_t key,
                                    int64_t start)
@@ -685,11 +689,12 @@ def q8_map(bint unsigned):
     return out.view(np.float32)
 
 
-def q8_quantize(x, bint unsigned):
+def q8_quantize(x, bint unsigned, *, bint blocks=False):
     """(codes, absmax) of x (float32, C-contiguous, any shape) in blocks of Q8_BLOCK elements
     of its flat order: absmax[b] = the float32 of max |bits| over block b, codes (uint8, x's
     shape) the nearest map entries to x * (1 / absmax[b]) (ties to the lower code, NaN to the
-    zero code); absmax has ceil(x.size / 256) entries."""
+    zero code); absmax has ceil(x.size / 256) entries. One lrc_q8_quantize call per block, or
+    (blocks=True) one lrc_q8_quantize_blocks call for all."""
     cdef cnp.ndarray xa = _compact_operand(x, "x", cnp.NPY_FLOAT32, "float32")
     cdef Py_ssize_t n = cnp.PyArray_SIZE(xa), nblocks = (n + LRC_Q8_BLOCK - 1) // LRC_Q8_BLOCK
     cdef Py_ssize_t b, start
@@ -700,16 +705,20 @@ def q8_quantize(x, bint unsigned):
     cdef float *ap = <float *>cnp.PyArray_DATA(absmax)
     cdef int uns = unsigned
     with nogil:
-        for b in range(nblocks):
-            start = b * LRC_Q8_BLOCK
-            ap[b] = lrc_q8_quantize(xp + start, uns, cp + start,
-                                    min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
+        if blocks:
+            lrc_q8_quantize_blocks(xp, uns, cp, ap, n)
+        else:
+            for b in range(nblocks):
+                start = b * LRC_Q8_BLOCK
+                ap[b] = lrc_q8_quantize(xp + start, uns, cp + start,
+                                        min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
     return codes, absmax
 
 
-def q8_dequantize(codes, absmax, bint unsigned):
+def q8_dequantize(codes, absmax, bint unsigned, *, bint blocks=False):
     """float32 array of codes' shape: map[codes[i]] * absmax[i // 256] (a float32 multiply),
-    codes uint8 C-contiguous, absmax float32 C-contiguous (ceil(codes.size / 256),)."""
+    codes uint8 C-contiguous, absmax float32 C-contiguous (ceil(codes.size / 256),). One
+    lrc_q8_dequantize call per block, or (blocks=True) one lrc_q8_dequantize_blocks call."""
     cdef cnp.ndarray ca = _compact_operand(codes, "codes", cnp.NPY_UINT8, "uint8")
     cdef cnp.ndarray aa = _compact_operand(absmax, "absmax", cnp.NPY_FLOAT32, "float32")
     cdef Py_ssize_t n = cnp.PyArray_SIZE(ca), nblocks = (n + LRC_Q8_BLOCK - 1) // LRC_Q8_BLOCK
@@ -723,10 +732,13 @@ def q8_dequantize(codes, absmax, bint unsigned):
     cdef float *op = <float *>cnp.PyArray_DATA(out)
     cdef int uns = unsigned
     with nogil:
-        for b in range(nblocks):
-            start = b * LRC_Q8_BLOCK
-            lrc_q8_dequantize(cp + start, ap[b], uns, op + start,
-                              min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
+        if blocks:
+            lrc_q8_dequantize_blocks(cp, ap, uns, op, n)
+        else:
+            for b in range(nblocks):
+                start = b * LRC_Q8_BLOCK
+                lrc_q8_dequantize(cp + start, ap[b], uns, op + start,
+                                  min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
     return out
 
 
