@@ -56,9 +56,19 @@
  *    method 1 or set to zero codes whole, so the region path sees finite |n| <= 1 + 2**-23.
  *    About 25 vector instructions per 16 lanes (17 unsigned), against a gather plus ~12.
  *
- * Dequantize: a 256-entry lookup; AVX-512 does it in registers (eight 32-entry vpermt2ps on the
- * code's low 5 bits, three blends on its top 3); AVX2 has 8-entry permutes only, so its level uses
- * the portable loop.
+ * Dequantize: a 256-entry lookup. AVX-512 does it in registers: the unsigned map by eight
+ * 32-entry vpermt2ps on the code's low 5 bits and a blend tree on its top 3, the signed map by
+ * four on |code - 127| (its negatives are its positives negated) and the sign. AVX2's permutes
+ * take 8 entries, so its level uses the portable loop.
+ *
+ * Blocks: lrc_q8_quantize / lrc_q8_dequantize take one block; lrc_q8_quantize_blocks /
+ * lrc_q8_dequantize_blocks any number (the next block's absmax is taken ahead, so its dependent
+ * chain overlaps this block's codes).
+ *
+ * Measured on this Cascade Lake (one thread, 32M elements; in L1: one 256 / 512-element block
+ * over and over), AVX-512 level, ns per element: quantize 0.97 signed / 0.87 unsigned (in L1
+ * 0.51 / 0.40 through quantize_blocks), dequantize 0.58 / 0.66 (in L1 0.32 / 0.33), stochastic
+ * rounding 0.68 (in L1 0.33); a float32 memcpy is 0.8.
  *
  * Stochastic rounding float32 -> bfloat16 (reproducible): element e of an array rounds with the
  * 16 random bits r = lowbias32((uint32)e ^ (uint32)splitmix64(key ^ (e >> 32))) >> 16, as

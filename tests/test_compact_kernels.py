@@ -488,6 +488,14 @@ def test_q8_argument_errors():
         kernels.q8_dequantize(codes, np.ones(2, np.float32), False)
     with pytest.raises(ValueError, match="absmax must have shape"):
         kernels.q8_dequantize(codes, np.ones((1, 1), np.float32), False)
+    for bad in ("yes", 2, None, 1.0):
+        with pytest.raises(TypeError, match="unsigned must be a bool"):
+            kernels.q8_quantize(x, bad)
+        with pytest.raises(TypeError, match="unsigned must be a bool"):
+            kernels.q8_dequantize(codes, absmax, bad)
+        with pytest.raises(TypeError, match="unsigned must be a bool"):
+            kernels.q8_map(bad)
+    np.testing.assert_array_equal(kernels.q8_quantize(x, np.True_)[0], kernels.q8_quantize(x, 1)[0])
 
 
 # ---- stochastic rounding ------------------------------------------------------------------------
