@@ -683,8 +683,12 @@ cdef extern from "compact.h" nogil:
     const uint32_t lrc_q8_map_bits[2][256]
     int lrc_q8_init()
     float lrc_q8_quantize(const float *x, int is_unsigned, uint8_t *codes, ptrdiff_t n)
+    void lrc_q8_quantize_blocks(const float *x, int is_unsigned, uint8_t *codes, float *absmax,
+                                ptrdiff_t n)
     void lrc_q8_dequantize(const uint8_t *codes, float absmax, int is_unsigned, float *out,
                            ptrdiff_t n)
+    void lrc_q8_dequantize_blocks(const uint8_t *codes, const float *absmax, int is_unsigned,
+                                  float *out, ptrdiff_t n)
     uint64_t lrc_rounding_key(uint64_t seed, uint64_t step, uint64_t array, uint64_t slot)
     void lrc_round_bf16_stochastic(const float *x, uint16_t *out, ptrdiff_t n, uint64_t key,
                                    int64_t start)
@@ -709,6 +713,13 @@ cdef cnp.ndarray _compact_operand(object a, str name, int typenum, str what):
     return arr
 
 
+cdef int _map_arg(object unsigned) except -1:
+    """1 for the unsigned map, 0 for the signed one: unsigned must be a bool (or 0 / 1)."""
+    if isinstance(unsigned, (bool, np.bool_)) or (type(unsigned) is int and unsigned in (0, 1)):
+        return 1 if unsigned else 0
+    raise TypeError(f"unsigned must be a bool, got {unsigned!r}")
+
+
 cdef uint64_t _uint64_arg(object value, str name) except? 0:
     """value as a uint64: an int in [0, 2**64) (TypeError / ValueError naming it)."""
     import operator
@@ -721,22 +732,23 @@ cdef uint64_t _uint64_arg(object value, str name) except? 0:
     return <uint64_t>v
 
 
-def q8_map(bint unsigned):
+def q8_map(object unsigned):
     """The dynamic map of src/compact.h (signed: bitsandbytes create_dynamic_map(True), zero
     code 127; unsigned: create_dynamic_map(False), zero code 0) as a float32 (256,) copy."""
     cdef cnp.ndarray out = np.empty(256, dtype=np.uint32)
     cdef uint32_t *o = <uint32_t *>cnp.PyArray_DATA(out)
-    cdef int i
+    cdef int i, u = _map_arg(unsigned)
     for i in range(256):
-        o[i] = lrc_q8_map_bits[1 if unsigned else 0][i]
+        o[i] = lrc_q8_map_bits[u][i]
     return out.view(np.float32)
 
 
-def q8_quantize(x, bint unsigned):
+def q8_quantize(x, object unsigned, *, bint blocks=False):
     """(codes, absmax) of x (float32, C-contiguous, any shape) in blocks of Q8_BLOCK elements
     of its flat order: absmax[b] = the float32 of max |bits| over block b, codes (uint8, x's
     shape) the nearest map entries to x * (1 / absmax[b]) (ties to the lower code, NaN to the
-    zero code); absmax has ceil(x.size / 256) entries."""
+    zero code); absmax has ceil(x.size / 256) entries. One lrc_q8_quantize call per block, or
+    (blocks=True) one lrc_q8_quantize_blocks call for all."""
     cdef cnp.ndarray xa = _compact_operand(x, "x", cnp.NPY_FLOAT32, "float32")
     cdef Py_ssize_t n = cnp.PyArray_SIZE(xa), nblocks = (n + LRC_Q8_BLOCK - 1) // LRC_Q8_BLOCK
     cdef Py_ssize_t b, start
@@ -745,18 +757,22 @@ def q8_quantize(x, bint unsigned):
     cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
     cdef uint8_t *cp = <uint8_t *>cnp.PyArray_DATA(codes)
     cdef float *ap = <float *>cnp.PyArray_DATA(absmax)
-    cdef int uns = unsigned
+    cdef int uns = _map_arg(unsigned)
     with nogil:
-        for b in range(nblocks):
-            start = b * LRC_Q8_BLOCK
-            ap[b] = lrc_q8_quantize(xp + start, uns, cp + start,
-                                    min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
+        if blocks:
+            lrc_q8_quantize_blocks(xp, uns, cp, ap, n)
+        else:
+            for b in range(nblocks):
+                start = b * LRC_Q8_BLOCK
+                ap[b] = lrc_q8_quantize(xp + start, uns, cp + start,
+                                        min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
     return codes, absmax
 
 
-def q8_dequantize(codes, absmax, bint unsigned):
+def q8_dequantize(codes, absmax, object unsigned, *, bint blocks=False):
     """float32 array of codes' shape: map[codes[i]] * absmax[i // 256] (a float32 multiply),
-    codes uint8 C-contiguous, absmax float32 C-contiguous (ceil(codes.size / 256),)."""
+    codes uint8 C-contiguous, absmax float32 C-contiguous (ceil(codes.size / 256),). One
+    lrc_q8_dequantize call per block, or (blocks=True) one lrc_q8_dequantize_blocks call."""
     cdef cnp.ndarray ca = _compact_operand(codes, "codes", cnp.NPY_UINT8, "uint8")
     cdef cnp.ndarray aa = _compact_operand(absmax, "absmax", cnp.NPY_FLOAT32, "float32")
     cdef Py_ssize_t n = cnp.PyArray_SIZE(ca), nblocks = (n + LRC_Q8_BLOCK - 1) // LRC_Q8_BLOCK
@@ -768,12 +784,15 @@ def q8_dequantize(codes, absmax, bint unsigned):
     cdef const uint8_t *cp = <const uint8_t *>cnp.PyArray_DATA(ca)
     cdef const float *ap = <const float *>cnp.PyArray_DATA(aa)
     cdef float *op = <float *>cnp.PyArray_DATA(out)
-    cdef int uns = unsigned
+    cdef int uns = _map_arg(unsigned)
     with nogil:
-        for b in range(nblocks):
-            start = b * LRC_Q8_BLOCK
-            lrc_q8_dequantize(cp + start, ap[b], uns, op + start,
-                              min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
+        if blocks:
+            lrc_q8_dequantize_blocks(cp, ap, uns, op, n)
+        else:
+            for b in range(nblocks):
+                start = b * LRC_Q8_BLOCK
+                lrc_q8_dequantize(cp + start, ap[b], uns, op + start,
+                                  min(<Py_ssize_t>LRC_Q8_BLOCK, n - start))
     return out
 
 

@@ -54,11 +54,21 @@
  *    ambiguous (and a representable threshold, a possible tie, ambiguous), and each region starts
  *    right. Blocks where n can be ±inf or NaN (1 / absmax = inf; absmax NaN, 0 or inf) are done by
  *    method 1 or set to zero codes whole, so the region path sees finite |n| <= 1 + 2**-23.
- *    About 27 vector operations per 16 lanes (signed; 20 unsigned), against a gather plus ~12.
+ *    About 25 vector instructions per 16 lanes (17 unsigned), against a gather plus ~12.
  *
- * Dequantize: a 256-entry lookup; AVX-512 does it in registers (eight 32-entry vpermt2ps on the
- * code's low 5 bits, three blends on its top 3); AVX2 has 8-entry permutes only, so its level uses
- * the portable loop.
+ * Dequantize: a 256-entry lookup. AVX-512 does it in registers: the unsigned map by eight
+ * 32-entry vpermt2ps on the code's low 5 bits and a blend tree on its top 3, the signed map by
+ * four on |code - 127| (its negatives are its positives negated) and the sign. AVX2's permutes
+ * take 8 entries, so its level uses the portable loop.
+ *
+ * Blocks: lrc_q8_quantize / lrc_q8_dequantize take one block; lrc_q8_quantize_blocks /
+ * lrc_q8_dequantize_blocks any number (the next block's absmax is taken ahead, so its dependent
+ * chain overlaps this block's codes).
+ *
+ * Measured on this Cascade Lake (one thread, 32M elements; in L1: one 256 / 512-element block
+ * over and over), AVX-512 level, ns per element: quantize 0.97 signed / 0.87 unsigned (in L1
+ * 0.51 / 0.40 through quantize_blocks), dequantize 0.58 / 0.66 (in L1 0.32 / 0.33), stochastic
+ * rounding 0.68 (in L1 0.33); a float32 memcpy is 0.8.
  *
  * Stochastic rounding float32 -> bfloat16 (reproducible): element e of an array rounds with the
  * 16 random bits r = lowbias32((uint32)e ^ (uint32)splitmix64(key ^ (e >> 32))) >> 16, as
@@ -168,6 +178,7 @@ LRC_ALWAYS_INLINE float lrc_q8_map_value(int is_unsigned, unsigned code)
 {
     return lrc_bits_f32(lrc_q8_map_bits[is_unsigned != 0][code]);
 }
+
 /* ---- Bucket tables: the portable method and the exact fallback (see the top of this file) - */
 
 #define LRC_Q8_HI 0x3f800000u               /* 1.0: every threshold is below it */
@@ -226,7 +237,6 @@ static uint32_t lrc_q8_entry(const int64_t *F, int64_t lo, int64_t hi, int *ok)
     if (base + 1 < 255 && F[base + 1] <= hi) *ok = 0;
     return base | (uint32_t)(F[base] - lo - 1) << 8;
 }
-
 
 /* ---- Regions: the vector levels' method (see the top of this file) ---------------------- */
 
@@ -370,6 +380,11 @@ static int lrc_q8_init(void)
     ok &= lrc_q8_code_of_key(F, -1 - (int64_t)LRC_Q8_HI) == lrc_q8_code_of_key(F, neg_inf);
     ok &= lrc_q8_code_of_key(F, 0) == LRC_Q8_ZERO_SIGNED;
     ok &= lrc_q8_build_regions(0, F, &lrc_q8_region_tables[0]);
+    /* the AVX-512 dequantization uses the signed map's symmetry */
+    ok &= lrc_q8_map_bits[0][LRC_Q8_ZERO_SIGNED] == 0 && lrc_q8_map_bits[0][255] == 0x3f800000u;
+    for (unsigned k = 1; k < 128; k++)
+        ok &= lrc_q8_map_bits[0][LRC_Q8_ZERO_SIGNED - k]
+              == (lrc_q8_map_bits[0][LRC_Q8_ZERO_SIGNED + k] ^ 0x80000000u);
 
     lrc_q8_threshold_keys(1, F);
     for (uint32_t j = 0; j < LRC_Q8U_ENTRIES; j++) {
@@ -501,14 +516,46 @@ LRC_ALWAYS_INLINE void lrc_sr_runs(lrc_sr_run_fn run, const float *x, uint16_t *
     }
 }
 
+/* ---- Block drivers ----------------------------------------------------------------------- */
+
+/* lrc_q8_quantize_blocks_LEVEL / lrc_q8_dequantize_blocks_LEVEL: n elements (any n >= 0) in
+ * blocks of LRC_Q8_BLOCK from element 0, absmax[b] per block b, from the level's
+ * lrc_q8_absmax_bits_LEVEL(x, n) and lrc_q8_codes_block_LEVEL(x, absmax bits, is_unsigned,
+ * codes, n) (one block each) and its one-block dequantization. The next block's absmax is taken
+ * before this block's codes: nothing waits for it, so its dependent chain (maximum, reduction,
+ * division) overlaps this block's codes instead of stalling the next block's (15% of a block's
+ * time at AVX-512). */
+#define LRC_Q8_BLOCK_DRIVERS(level, ATTR)                                                      \
+    ATTR static void lrc_q8_quantize_blocks_##level(const float *x, int is_unsigned,          \
+                                                    uint8_t *codes, float *absmax,            \
+                                                    ptrdiff_t n)                              \
+    {                                                                                          \
+        if (n <= 0) return;                                                                    \
+        uint32_t bits = lrc_q8_absmax_bits_##level(x, n < LRC_Q8_BLOCK ? n : LRC_Q8_BLOCK);    \
+        for (ptrdiff_t b = 0; b < n; b += LRC_Q8_BLOCK) {                                      \
+            const ptrdiff_t rest = n - b - LRC_Q8_BLOCK;                                       \
+            const uint32_t next = rest <= 0 ? 0u : lrc_q8_absmax_bits_##level(                  \
+                x + b + LRC_Q8_BLOCK, rest < LRC_Q8_BLOCK ? rest : LRC_Q8_BLOCK);               \
+            absmax[b / LRC_Q8_BLOCK] = lrc_bits_f32(bits);                                     \
+            lrc_q8_codes_block_##level(x + b, bits, is_unsigned, codes + b,                    \
+                                       rest < 0 ? n - b : LRC_Q8_BLOCK);                       \
+            bits = next;                                                                       \
+        }                                                                                      \
+    }                                                                                          \
+    static void lrc_q8_dequantize_blocks_##level(const uint8_t *codes, const float *absmax,   \
+                                                 int is_unsigned, float *out, ptrdiff_t n)    \
+    {                                                                                          \
+        for (ptrdiff_t b = 0; b < n; b += LRC_Q8_BLOCK)                                        \
+            lrc_q8_dequantize_##level(codes + b, absmax[b / LRC_Q8_BLOCK], is_unsigned,        \
+                                      out + b, n - b < LRC_Q8_BLOCK ? n - b : LRC_Q8_BLOCK);   \
+    }
+
 /* ---- Portable level ----------------------------------------------------------------------- */
 
-static float lrc_q8_quantize_portable(const float *x, int is_unsigned, uint8_t *codes,
-                                      ptrdiff_t n)
+static void lrc_q8_codes_block_portable(const float *x, uint32_t absmax_bits, int is_unsigned,
+                                        uint8_t *codes, ptrdiff_t n)
 {
-    const float absmax = lrc_bits_f32(lrc_q8_absmax_bits_portable(x, n));
-    lrc_q8_codes_portable(x, 1.0f / absmax, is_unsigned, codes, 0, n);
-    return absmax;
+    lrc_q8_codes_portable(x, 1.0f / lrc_bits_f32(absmax_bits), is_unsigned, codes, 0, n);
 }
 
 static void lrc_q8_dequantize_portable(const uint8_t *codes, float absmax, int is_unsigned,
@@ -523,6 +570,8 @@ static void lrc_round_bf16_stochastic_portable(const float *x, uint16_t *out, pt
 {
     lrc_sr_runs(lrc_sr_run_portable, x, out, n, key, start);
 }
+
+LRC_Q8_BLOCK_DRIVERS(portable, )
 
 /* ---- x86-64 levels: AVX2 and AVX-512F --------------------------------------------------- */
 #if LRC_X86_CONVERSIONS
@@ -559,6 +608,7 @@ LRC_AVX2 LRC_ALWAYS_INLINE __m256i lrc_q8_codes8_avx2(__m256 v, const lrc_q8_reg
                                                       unsigned *ambiguous)
 {
     const __m256i u = _mm256_castps_si256(v);
+    /* a = |n|; unsigned: a negative n (as int32) to 0 (region 0: code 0) */
     const __m256i a = is_unsigned ? _mm256_max_epi32(u, _mm256_setzero_si256())
                                   : _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
     /* region = #{k : a >= F*_k}, counted with the compares' -1s; region 8 (a >= F*_8) is
@@ -625,8 +675,7 @@ LRC_AVX2 LRC_ALWAYS_INLINE void lrc_q8_codes_avx2(const float *x, float inv, int
     lrc_q8_codes_portable(x, inv, is_unsigned, codes, i, n);
 }
 
-LRC_AVX2 static float lrc_q8_quantize_avx2(const float *x, int is_unsigned, uint8_t *codes,
-                                           ptrdiff_t n)
+LRC_AVX2 LRC_ALWAYS_INLINE uint32_t lrc_q8_absmax_bits_avx2(const float *x, ptrdiff_t n)
 {
     const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
     __m256i m = _mm256_setzero_si256();
@@ -637,10 +686,16 @@ LRC_AVX2 static float lrc_q8_quantize_avx2(const float *x, int is_unsigned, uint
     __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
     h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
     h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
-    uint32_t bits = (uint32_t)_mm_cvtsi128_si32(h);
+    const uint32_t bits = (uint32_t)_mm_cvtsi128_si32(h);
     const uint32_t tail = lrc_q8_absmax_bits_portable(x + i, n - i);
-    bits = tail > bits ? tail : bits;
-    const float absmax = lrc_bits_f32(bits), inv = 1.0f / absmax;
+    return tail > bits ? tail : bits;
+}
+
+LRC_AVX2 LRC_ALWAYS_INLINE void lrc_q8_codes_block_avx2(const float *x, uint32_t bits,
+                                                        int is_unsigned, uint8_t *codes,
+                                                        ptrdiff_t n)
+{
+    const float inv = 1.0f / lrc_bits_f32(bits);
     switch (lrc_q8_block_case(bits, inv)) {
     case 1: memset(codes, is_unsigned ? LRC_Q8_ZERO_UNSIGNED : LRC_Q8_ZERO_SIGNED, (size_t)n); break;
     case 2: lrc_q8_codes_portable(x, inv, is_unsigned, codes, 0, n); break;
@@ -648,8 +703,11 @@ LRC_AVX2 static float lrc_q8_quantize_avx2(const float *x, int is_unsigned, uint
         if (is_unsigned) lrc_q8_codes_avx2(x, inv, 1, codes, n);
         else lrc_q8_codes_avx2(x, inv, 0, codes, n);
     }
-    return absmax;
 }
+
+#define lrc_q8_dequantize_avx2 lrc_q8_dequantize_portable
+LRC_Q8_BLOCK_DRIVERS(avx2, LRC_AVX2)
+#undef lrc_q8_dequantize_avx2
 
 LRC_AVX2 LRC_ALWAYS_INLINE __m256i lrc_sr8_avx2(const float *x, __m256i e, __m256i k2)
 {
@@ -701,9 +759,10 @@ LRC_AVX512 LRC_ALWAYS_INLINE __m512i lrc_q8_codes16_avx512(__m512 v, const lrc_q
                                                            __mmask16 *ambiguous)
 {
     const __m512i u = _mm512_castps_si512(v), one = _mm512_set1_epi32(1);
-    __m512i a = is_unsigned ? _mm512_max_epi32(u, _mm512_setzero_si512())
-                            : _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-    a = _mm512_max_epi32(a, _mm512_set1_epi32((int)LRC_Q8_REGION_LO));  /* exponents 96..127 */
+    const __m512i lo = _mm512_set1_epi32((int)LRC_Q8_REGION_LO);
+    /* a = |n| at least 2**-31 (exponents 96..127); unsigned: a negative n (as int32) to 2**-31 */
+    const __m512i a = is_unsigned ? _mm512_max_epi32(u, lo)
+                                  : _mm512_max_epi32(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), lo);
     /* the region: at the binade's start, plus one past the binade's boundary (e & 31 indexes) */
     const __m512i e = _mm512_srli_epi32(a, 23);
     const __m512i bound = _mm512_permutex2var_epi32(tables[2], e, tables[3]);
@@ -720,10 +779,9 @@ LRC_AVX512 LRC_ALWAYS_INLINE __m512i lrc_q8_codes16_avx512(__m512 v, const lrc_q
     if (!is_unsigned) {
         /* just below a boundary (a possible tie): ambiguous */
         flag |= _mm512_cmpeq_epi32_mask(_mm512_add_epi32(a, one), bound);
-        /* negatives: 254 - code, as (code ^ s) + (s & 255) with s = -1; at least 0 */
-        const __m512i s = _mm512_srai_epi32(u, 31);
-        code = _mm512_max_epi32(_mm512_add_epi32(_mm512_xor_si512(code, s),
-                                                 _mm512_and_si512(s, _mm512_set1_epi32(255))),
+        /* negatives: 254 - code, at least 0 (code 255, n <= -t_254, gives -1) */
+        const __mmask16 negative = _mm512_test_epi32_mask(u, _mm512_set1_epi32((int)0x80000000u));
+        code = _mm512_max_epi32(_mm512_mask_sub_epi32(code, negative, _mm512_set1_epi32(254), code),
                                 _mm512_setzero_si512());
     }
     *ambiguous = flag;
@@ -756,17 +814,31 @@ LRC_AVX512 LRC_ALWAYS_INLINE void lrc_q8_codes_avx512(const float *x, float inv,
     }
 }
 
-LRC_AVX512 static float lrc_q8_quantize_avx512(const float *x, int is_unsigned, uint8_t *codes,
-                                               ptrdiff_t n)
+LRC_AVX512 LRC_ALWAYS_INLINE uint32_t lrc_q8_absmax_bits_avx512(const float *x, ptrdiff_t n)
 {
+    /* the absmax pattern: four running maxima (a short dependent chain: the codes wait for it) */
     const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
-    __m512i m = _mm512_setzero_si512();
-    for (ptrdiff_t i = 0; i < n; i += 16) {
+    __m512i m[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int j = 0; j < 4; j++)
+            m[j] = _mm512_max_epi32(m[j], _mm512_and_si512(_mm512_loadu_si512(x + i + 16 * j),
+                                                           magnitude));
+    for (; i < n; i += 16) {
         const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        m = _mm512_max_epi32(m, _mm512_and_si512(_mm512_maskz_loadu_epi32(k, x + i), magnitude));
+        m[0] = _mm512_max_epi32(m[0], _mm512_and_si512(_mm512_maskz_loadu_epi32(k, x + i),
+                                                       magnitude));
     }
-    const uint32_t bits = (uint32_t)_mm512_reduce_max_epi32(m);
-    const float absmax = lrc_bits_f32(bits), inv = 1.0f / absmax;
+    const __m512i m01 = _mm512_max_epi32(m[0], m[1]), m23 = _mm512_max_epi32(m[2], m[3]);
+    return (uint32_t)_mm512_reduce_max_epi32(_mm512_max_epi32(m01, m23));
+}
+
+LRC_AVX512 LRC_ALWAYS_INLINE void lrc_q8_codes_block_avx512(const float *x, uint32_t bits,
+                                                            int is_unsigned, uint8_t *codes,
+                                                            ptrdiff_t n)
+{
+    const float inv = 1.0f / lrc_bits_f32(bits);
     switch (lrc_q8_block_case(bits, inv)) {
     case 1: memset(codes, is_unsigned ? LRC_Q8_ZERO_UNSIGNED : LRC_Q8_ZERO_SIGNED, (size_t)n); break;
     case 2: lrc_q8_codes_portable(x, inv, is_unsigned, codes, 0, n); break;
@@ -774,38 +846,68 @@ LRC_AVX512 static float lrc_q8_quantize_avx512(const float *x, int is_unsigned, 
         if (is_unsigned) lrc_q8_codes_avx512(x, inv, 1, codes, n);
         else lrc_q8_codes_avx512(x, inv, 0, codes, n);
     }
-    return absmax;
 }
 
-/* map[code] by eight 32-entry permutes (the code's low 5 bits) and a blend tree on bits 5..7. */
+/* 16 codes from codes[0 .. n) (n >= 16: a plain load; else through a zeroed copy: AVX-512F has
+ * no byte-masked load), zero-extended to dwords. */
+LRC_AVX512 LRC_ALWAYS_INLINE __m512i lrc_q8_load_codes16(const uint8_t *codes, ptrdiff_t n)
+{
+    if (n >= 16) return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
+    uint8_t tail[16] = {0};
+    memcpy(tail, codes, (size_t)n);
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)tail));
+}
+
+/* map[code] * absmax. Unsigned map: eight 32-entry permutes on the code's low 5 bits and a blend
+ * tree on bits 5..7. Signed map: its negatives are the exact negations of its positives
+ * (map[127 - k] = -map[127 + k], checked by lrc_q8_init), so four permutes on k = |code - 127|
+ * (k = 128 is 1.0, blended in) and the sign of code - 127. */
 LRC_AVX512 static void lrc_q8_dequantize_avx512(const uint8_t *codes, float absmax,
                                                 int is_unsigned, float *out, ptrdiff_t n)
 {
-    const uint32_t *map = lrc_q8_map_bits[is_unsigned != 0];
-    __m512 t[16];
-    for (int j = 0; j < 16; j++) t[j] = _mm512_loadu_ps(map + 16 * j);
     const __m512 scale = _mm512_set1_ps(absmax);
     const __m512i b5 = _mm512_set1_epi32(32), b6 = _mm512_set1_epi32(64);
     const __m512i b7 = _mm512_set1_epi32(128);
-    for (ptrdiff_t i = 0; i < n; i += 16) {
-        __m128i raw;
-        __mmask16 k = 0xffff;
-        if (n - i >= 16) {
-            raw = _mm_loadu_si128((const __m128i *)(codes + i));
-        } else {            /* the tail: no byte-masked load in AVX-512F */
-            uint8_t tail[16] = {0};
-            memcpy(tail, codes + i, (size_t)(n - i));
-            raw = _mm_loadu_si128((const __m128i *)tail);
-            k = (__mmask16)((1u << (n - i)) - 1);
+    if (is_unsigned) {
+        const uint32_t *map = lrc_q8_map_bits[1];
+        __m512 t[16];
+        for (int j = 0; j < 16; j++) t[j] = _mm512_loadu_ps(map + 16 * j);
+        for (ptrdiff_t i = 0; i < n; i += 16) {
+            const __m512i c = lrc_q8_load_codes16(codes + i, n - i);
+            __m512 r[8];
+            for (int j = 0; j < 8; j++) r[j] = _mm512_permutex2var_ps(t[2 * j], c, t[2 * j + 1]);
+            const __mmask16 m5 = _mm512_test_epi32_mask(c, b5), m6 = _mm512_test_epi32_mask(c, b6);
+            const __mmask16 m7 = _mm512_test_epi32_mask(c, b7);
+            for (int j = 0; j < 4; j++) r[j] = _mm512_mask_blend_ps(m5, r[2 * j], r[2 * j + 1]);
+            for (int j = 0; j < 2; j++) r[j] = _mm512_mask_blend_ps(m6, r[2 * j], r[2 * j + 1]);
+            const __m512 v = _mm512_mul_ps(_mm512_mask_blend_ps(m7, r[0], r[1]), scale);
+            if (n - i >= 16) _mm512_storeu_ps(out + i, v);
+            else _mm512_mask_storeu_ps(out + i, (__mmask16)((1u << (n - i)) - 1), v);
         }
-        const __m512i c = _mm512_cvtepu8_epi32(raw);
-        __m512 r[8];
-        for (int j = 0; j < 8; j++) r[j] = _mm512_permutex2var_ps(t[2 * j], c, t[2 * j + 1]);
-        const __mmask16 m5 = _mm512_test_epi32_mask(c, b5), m6 = _mm512_test_epi32_mask(c, b6);
-        const __mmask16 m7 = _mm512_test_epi32_mask(c, b7);
-        for (int j = 0; j < 4; j++) r[j] = _mm512_mask_blend_ps(m5, r[2 * j], r[2 * j + 1]);
-        for (int j = 0; j < 2; j++) r[j] = _mm512_mask_blend_ps(m6, r[2 * j], r[2 * j + 1]);
-        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(_mm512_mask_blend_ps(m7, r[0], r[1]), scale));
+        return;
+    }
+    const uint32_t *half = lrc_q8_map_bits[0] + LRC_Q8_ZERO_SIGNED;    /* map[127 + k], k < 128 */
+    __m512 t[8];
+    for (int j = 0; j < 8; j++) t[j] = _mm512_loadu_ps(half + 16 * j);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        const __m512i d = _mm512_sub_epi32(lrc_q8_load_codes16(codes + i, n - i),
+                                           _mm512_set1_epi32((int)LRC_Q8_ZERO_SIGNED));
+        const __m512i k = _mm512_abs_epi32(d);
+        __m512 r[4];
+        for (int j = 0; j < 4; j++) r[j] = _mm512_permutex2var_ps(t[2 * j], k, t[2 * j + 1]);
+        const __mmask16 m5 = _mm512_test_epi32_mask(k, b5), m6 = _mm512_test_epi32_mask(k, b6);
+        r[0] = _mm512_mask_blend_ps(m5, r[0], r[1]);
+        r[1] = _mm512_mask_blend_ps(m5, r[2], r[3]);
+        r[0] = _mm512_mask_blend_ps(m6, r[0], r[1]);
+        r[0] = _mm512_mask_blend_ps(_mm512_test_epi32_mask(k, b7), r[0], one);    /* code 255 */
+        /* | (d & sign): 0xF8 = A | (B & C) */
+        const __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+                                           _mm512_castps_si512(r[0]), d, sign, 0xF8)),
+                                       scale);
+        if (n - i >= 16) _mm512_storeu_ps(out + i, v);
+        else _mm512_mask_storeu_ps(out + i, (__mmask16)((1u << (n - i)) - 1), v);
     }
 }
 
@@ -841,6 +943,8 @@ static void lrc_round_bf16_stochastic_avx512(const float *x, uint16_t *out, ptrd
     lrc_sr_runs(lrc_sr_run_avx512, x, out, n, key, start);
 }
 
+LRC_Q8_BLOCK_DRIVERS(avx512, LRC_AVX512)
+
 #undef LRC_AVX2
 #undef LRC_AVX512
 #endif /* LRC_X86_CONVERSIONS */
@@ -848,9 +952,10 @@ static void lrc_round_bf16_stochastic_avx512(const float *x, uint16_t *out, ptrd
 /* ---- Dispatch: the vector level of formats.h ---------------------------------------------- */
 
 typedef struct {
-    float (*quantize)(const float *x, int is_unsigned, uint8_t *codes, ptrdiff_t n);
-    void (*dequantize)(const uint8_t *codes, float absmax, int is_unsigned, float *out,
-                       ptrdiff_t n);
+    void (*quantize_blocks)(const float *x, int is_unsigned, uint8_t *codes, float *absmax,
+                            ptrdiff_t n);
+    void (*dequantize_blocks)(const uint8_t *codes, const float *absmax, int is_unsigned,
+                              float *out, ptrdiff_t n);
     void (*round_bf16_stochastic)(const float *x, uint16_t *out, ptrdiff_t n, uint64_t key,
                                   int64_t start);
 } lrc_compact_fns;
@@ -858,31 +963,48 @@ typedef struct {
 /* One row per level of lrc_conversion_table (LRC_CONVERT_PORTABLE, _AVX2, _AVX512). AVX2 has no
  * in-register lookup wide enough for the 256-entry map (its permutes take 8 entries) and its
  * gathers are slow on many CPUs: its level dequantizes with the portable loop. */
+#define LRC_COMPACT_ROW(level) \
+    {lrc_q8_quantize_blocks_##level, lrc_q8_dequantize_blocks_##level, \
+     lrc_round_bf16_stochastic_##level}
 #if LRC_X86_CONVERSIONS
 static const lrc_compact_fns lrc_compact_table[3] = {
-    {lrc_q8_quantize_portable, lrc_q8_dequantize_portable, lrc_round_bf16_stochastic_portable},
-    {lrc_q8_quantize_avx2, lrc_q8_dequantize_portable, lrc_round_bf16_stochastic_avx2},
-    {lrc_q8_quantize_avx512, lrc_q8_dequantize_avx512, lrc_round_bf16_stochastic_avx512},
-};
+    LRC_COMPACT_ROW(portable), LRC_COMPACT_ROW(avx2), LRC_COMPACT_ROW(avx512)};
 #else
-static const lrc_compact_fns lrc_compact_table[1] = {
-    {lrc_q8_quantize_portable, lrc_q8_dequantize_portable, lrc_round_bf16_stochastic_portable},
-};
+static const lrc_compact_fns lrc_compact_table[1] = {LRC_COMPACT_ROW(portable)};
 #endif
+#undef LRC_COMPACT_ROW
 
-/* Quantize one block (0 <= n <= LRC_Q8_BLOCK elements) of x into codes with the signed or the
- * unsigned map; returns the block's absmax (the rules at the top of this file). */
-static inline float lrc_q8_quantize(const float *x, int is_unsigned, uint8_t *codes, ptrdiff_t n)
+/* Quantize x[0 .. n) (any n >= 0) in blocks of LRC_Q8_BLOCK elements from x[0], with the signed
+ * or the unsigned map: codes[i], and absmax[b] for block b (ceil(n / 256) entries); the rules
+ * at the top of this file. */
+static inline void lrc_q8_quantize_blocks(const float *x, int is_unsigned, uint8_t *codes,
+                                          float *absmax, ptrdiff_t n)
 {
     if (lrc_q8_init() != 0) abort();    /* unreachable: the extension checked at import */
-    return lrc_compact_table[lrc_conversion_in_use()].quantize(x, is_unsigned, codes, n);
+    lrc_compact_table[lrc_conversion_in_use()].quantize_blocks(x, is_unsigned, codes, absmax, n);
+}
+
+/* Quantize one block (0 <= n <= LRC_Q8_BLOCK elements); returns its absmax (0 for n = 0). */
+static inline float lrc_q8_quantize(const float *x, int is_unsigned, uint8_t *codes, ptrdiff_t n)
+{
+    float absmax = 0.0f;
+    lrc_q8_quantize_blocks(x, is_unsigned, codes, &absmax, n);
+    return absmax;
+}
+
+/* Decode x[0 .. n) in blocks of LRC_Q8_BLOCK: out[i] = map[codes[i]] * absmax[i / 256]. */
+static inline void lrc_q8_dequantize_blocks(const uint8_t *codes, const float *absmax,
+                                            int is_unsigned, float *out, ptrdiff_t n)
+{
+    lrc_compact_table[lrc_conversion_in_use()].dequantize_blocks(codes, absmax, is_unsigned, out,
+                                                                 n);
 }
 
 /* Decode one block: out[i] = map[codes[i]] * absmax (n <= LRC_Q8_BLOCK). */
 static inline void lrc_q8_dequantize(const uint8_t *codes, float absmax, int is_unsigned,
                                      float *out, ptrdiff_t n)
 {
-    lrc_compact_table[lrc_conversion_in_use()].dequantize(codes, absmax, is_unsigned, out, n);
+    lrc_q8_dequantize_blocks(codes, &absmax, is_unsigned, out, n);
 }
 
 /* Round x[0 .. n) to bfloat16 stochastically with the rounding key `key`; x[0] is element

@@ -301,8 +301,8 @@ LRC_LOOPS(f32_gf16, float, uint16_t, float)
 LRC_LOOPS(bf16, uint16_t, uint16_t, uint16_t)
 #undef LRC_LOOPS
 
-/* Elements per block of the half-precision path: five float32 scratch blocks (param, grad,
- * three buffers) fit in L1. */
+/* Elements per block of the blocked path: five float32 scratch blocks (param, grad, three
+ * buffers) fit in L1; a multiple of LRC_Q8_BLOCK, so 8-bit blocks are never cut. */
 #define LRC_BLOCK 512
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -391,10 +391,8 @@ static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
             b[j] = !blk.buf[j] ? NULL : wide_b ? (float *)blk.buf[j] : scratch[2 + j];
             if (!blk.buf[j] || wide_b) continue;
             if (codes)
-                for (lrc_index q = 0; q < n; q += LRC_Q8_BLOCK)
-                    lrc_q8_dequantize((const uint8_t *)blk.buf[j] + q, blk.absmax[j][q / LRC_Q8_BLOCK],
-                                      unsigned_slots >> j & 1, scratch[2 + j] + q,
-                                      n - q < LRC_Q8_BLOCK ? n - q : LRC_Q8_BLOCK);
+                lrc_q8_dequantize_blocks((const uint8_t *)blk.buf[j], blk.absmax[j],
+                                         unsigned_slots >> j & 1, scratch[2 + j], n);
             else
                 cb->widen((const uint16_t *)blk.buf[j], scratch[2 + j], n);
         }
@@ -406,10 +404,8 @@ static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
         for (int j = 0; j < 3; j++) {
             if (!blk.buf[j] || wide_b) continue;
             if (codes)
-                for (lrc_index q = 0; q < n; q += LRC_Q8_BLOCK)
-                    blk.absmax[j][q / LRC_Q8_BLOCK] = lrc_q8_quantize(
-                        scratch[2 + j] + q, unsigned_slots >> j & 1, (uint8_t *)blk.buf[j] + q,
-                        n - q < LRC_Q8_BLOCK ? n - q : LRC_Q8_BLOCK);
+                lrc_q8_quantize_blocks(scratch[2 + j], unsigned_slots >> j & 1,
+                                       (uint8_t *)blk.buf[j], blk.absmax[j], n);
             else if (round_b >> j & 1)
                 lrc_round_bf16_stochastic(scratch[2 + j], (uint16_t *)blk.buf[j], n, blk.key[j],
                                           blk.origin);

@@ -211,18 +211,22 @@ def test_every_level_is_listed_and_the_best_runs():
 
 
 def check_quantize(x, unsigned, expected=None):
-    """q8_quantize(x) equals the reference bit for bit, and q8_dequantize of its result too."""
-    codes, absmax = kernels.q8_quantize(x, unsigned)
+    """q8_quantize(x) equals the reference bit for bit, and q8_dequantize of its result too,
+    both block by block and through the multi-block calls."""
     want_codes, want_absmax = expected if expected is not None else ref_quantize(x, unsigned)
-    assert codes.dtype == np.uint8 and codes.shape == x.shape
-    assert absmax.dtype == np.float32 and absmax.shape == (-(-x.size // BLOCK),)
-    np.testing.assert_array_equal(u32(absmax), u32(want_absmax))
-    bad = np.flatnonzero(codes.ravel() != want_codes.ravel())
-    assert bad.size == 0, (f"{bad.size} codes differ, first at {bad[0]}: x={x.ravel()[bad[0]]!r} "
-                           f"got {codes.ravel()[bad[0]]} want {want_codes.ravel()[bad[0]]}")
-    decoded = kernels.q8_dequantize(codes, absmax, unsigned)
-    assert decoded.dtype == np.float32 and decoded.shape == x.shape
-    np.testing.assert_array_equal(u32(decoded), u32(ref_dequantize(want_codes, want_absmax, unsigned)))
+    want_decoded = ref_dequantize(want_codes, want_absmax, unsigned)
+    for blocks in (False, True):
+        codes, absmax = kernels.q8_quantize(x, unsigned, blocks=blocks)
+        assert codes.dtype == np.uint8 and codes.shape == x.shape
+        assert absmax.dtype == np.float32 and absmax.shape == (-(-x.size // BLOCK),)
+        np.testing.assert_array_equal(u32(absmax), u32(want_absmax))
+        bad = np.flatnonzero(codes.ravel() != want_codes.ravel())
+        assert bad.size == 0, (f"{bad.size} codes differ (blocks={blocks}), first at {bad[0]}: "
+                               f"x={x.ravel()[bad[0]]!r} got {codes.ravel()[bad[0]]} "
+                               f"want {want_codes.ravel()[bad[0]]}")
+        decoded = kernels.q8_dequantize(codes, absmax, unsigned, blocks=blocks)
+        assert decoded.dtype == np.float32 and decoded.shape == x.shape
+        np.testing.assert_array_equal(u32(decoded), u32(want_decoded))
     return codes, absmax
 
 
@@ -369,7 +373,7 @@ def test_dense_sweep_of_magnitudes(level, unsigned):
     vector levels, through thousands of patterns per threshold interval), with both signs."""
     values = f32(np.arange(0x30000000, 0x3F800001, 61, dtype=np.uint32))
     x = blocks_with_absmax_one(np.concatenate([values, -values]))
-    codes, absmax = kernels.q8_quantize(x, unsigned)
+    codes, absmax = kernels.q8_quantize(x, unsigned, blocks=True)
     np.testing.assert_array_equal(codes, ref_codes_counted(x, unsigned))
 
 
@@ -425,6 +429,14 @@ def test_zero_nan_and_inf_blocks(level, unsigned):
     tiny = np.where(np.arange(tiny.size) % 3 == 0, -tiny, tiny).astype(np.float32)
     check_quantize(tiny, unsigned)
     check_quantize(f32([0x00000001, 0x80000001, 0, 0x80000000] * 70), unsigned)
+    # every kind of block in a row (the multi-block call takes each block's absmax one block
+    # ahead): normal, NaN, zero, inf, subnormal, normal, partial
+    rng = np.random.default_rng(4)
+    kinds = [rng.standard_normal(BLOCK), np.full(BLOCK, np.nan), np.zeros(BLOCK),
+             np.where(np.arange(BLOCK) == 7, np.inf, 1.0), f32(np.arange(BLOCK) % 5),
+             rng.standard_normal(BLOCK) * 1e-20, rng.standard_normal(100)]
+    x = np.concatenate([np.asarray(k).astype(np.float32) for k in kinds])
+    check_quantize(x, unsigned)
 
 
 @pytest.mark.parametrize("unsigned", [False, True])
@@ -476,6 +488,14 @@ def test_q8_argument_errors():
         kernels.q8_dequantize(codes, np.ones(2, np.float32), False)
     with pytest.raises(ValueError, match="absmax must have shape"):
         kernels.q8_dequantize(codes, np.ones((1, 1), np.float32), False)
+    for bad in ("yes", 2, None, 1.0):
+        with pytest.raises(TypeError, match="unsigned must be a bool"):
+            kernels.q8_quantize(x, bad)
+        with pytest.raises(TypeError, match="unsigned must be a bool"):
+            kernels.q8_dequantize(codes, absmax, bad)
+        with pytest.raises(TypeError, match="unsigned must be a bool"):
+            kernels.q8_map(bad)
+    np.testing.assert_array_equal(kernels.q8_quantize(x, np.True_)[0], kernels.q8_quantize(x, 1)[0])
 
 
 # ---- stochastic rounding ------------------------------------------------------------------------
