@@ -231,11 +231,12 @@ class Optimizer:
         for name in self._buffers_needed():
             start = self._buffer_start(name)
             for (fmt, shape), dtype in zip(layout[name], dtypes):
-                if fmt == "8bit":
-                    codes, absmax = compact.quantize(np.full(shape, start, dtype=np.float32),
-                                                     name not in _validate.UNSIGNED_BUFFERS)
-                    buffers[name].append(codes)
-                    buffers[name + "_absmax"].append(absmax)
+                if fmt == "8bit":   # every block holds the same values: quantize one
+                    code, absmax = compact.quantize(np.full(1, start, dtype=np.float32),
+                                                    name not in _validate.UNSIGNED_BUFFERS)
+                    blocks = layout[name + "_absmax"][len(buffers[name])][1]
+                    buffers[name].append(np.full(shape, code[0], dtype=np.uint8))
+                    buffers[name + "_absmax"].append(np.full(blocks, absmax[0], dtype=np.float32))
                 else:
                     if _validate.format_of(dtype) != fmt:
                         dtype = _validate.dtype_of(fmt)

@@ -324,8 +324,9 @@ CONVERSION_LEVELS = tuple(lrc_conversion_names[i].decode() for i in range(3))
 
 
 def set_half_conversions(name):
-    """Use the half-precision block conversions of `name` (CONVERSION_LEVELS: float16's are
-    hand-vectorized per level, bfloat16's portable at each), or the best this CPU runs (None):
+    """Use the vector level `name` (CONVERSION_LEVELS) for the half-precision block conversions
+    (float16's hand-vectorized per level, bfloat16's portable at each) and compact.h's
+    primitives (8-bit quantization, stochastic rounding), or the best this CPU runs (None):
     for tests, which check that every version gives the same bits on one machine. ValueError
     when this CPU or build cannot run `name`."""
     if name is not None and name not in CONVERSION_LEVELS:
@@ -675,23 +676,9 @@ def step(params, grads, state, *, grad_scale=None):
 # Compact optimizer state (issue 13): test hooks over the block primitives of src/compact.h
 # (8-bit block-wise quantization, stochastic rounding to bfloat16). They run at the vector
 # level set_half_conversions selects, as the kernels do.
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stddef cimport ptrdiff_t
-
-cdef extern from "compact.h" nogil:
-    enum: LRC_Q8_BLOCK
-    const uint32_t lrc_q8_map_bits[2][256]
-    int lrc_q8_init()
-    float lrc_q8_quantize(const float *x, int is_unsigned, uint8_t *codes, ptrdiff_t n)
-    void lrc_q8_quantize_blocks(const float *x, int is_unsigned, uint8_t *codes, float *absmax,
-                                ptrdiff_t n)
-    void lrc_q8_dequantize(const uint8_t *codes, float absmax, int is_unsigned, float *out,
-                           ptrdiff_t n)
-    void lrc_q8_dequantize_blocks(const uint8_t *codes, const float *absmax, int is_unsigned,
-                                  float *out, ptrdiff_t n)
-    uint64_t lrc_rounding_key(uint64_t seed, uint64_t step, uint64_t array, uint64_t slot)
-    void lrc_round_bf16_stochastic(const float *x, uint16_t *out, ptrdiff_t n, uint64_t key,
-                                   int64_t start)
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from kernels cimport (lrc_q8_map_bits, lrc_q8_init, lrc_q8_quantize, lrc_q8_quantize_blocks,
+                      lrc_q8_dequantize, lrc_q8_dequantize_blocks, lrc_round_bf16_stochastic)
 
 if lrc_q8_init() != 0:      # the code tables' build-time check (see src/compact.h)
     raise ImportError("src/compact.h: the 8-bit code tables failed their build-time check")

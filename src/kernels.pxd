@@ -1,6 +1,7 @@
 # Cython view of src/kernels.h: the hyperparameter struct, the per-array record and the
 # element kernels, shared by every .pyx that drives them.
-from libc.stdint cimport int64_t, uint64_t
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "formats.h" nogil:
     ctypedef enum lrc_format:
@@ -73,5 +74,16 @@ cdef extern from "pool.h" nogil:
     int lrc_pool_workers()
 
 cdef extern from "compact.h" nogil:
-    int LRC_Q8_BLOCK
+    enum: LRC_Q8_BLOCK
+    const uint32_t lrc_q8_map_bits[2][256]
+    int lrc_q8_init()
+    float lrc_q8_quantize(const float *x, int is_unsigned, uint8_t *codes, ptrdiff_t n)
+    void lrc_q8_quantize_blocks(const float *x, int is_unsigned, uint8_t *codes, float *absmax,
+                                ptrdiff_t n)
+    void lrc_q8_dequantize(const uint8_t *codes, float absmax, int is_unsigned, float *out,
+                           ptrdiff_t n)
+    void lrc_q8_dequantize_blocks(const uint8_t *codes, const float *absmax, int is_unsigned,
+                                  float *out, ptrdiff_t n)
     uint64_t lrc_rounding_key(uint64_t seed, uint64_t step, uint64_t array, uint64_t slot)
+    void lrc_round_bf16_stochastic(const float *x, uint16_t *out, ptrdiff_t n, uint64_t key,
+                                   int64_t start)
