@@ -516,6 +516,25 @@ LRC_ALWAYS_INLINE void lrc_sr_runs(lrc_sr_run_fn run, const float *x, uint16_t *
     }
 }
 
+/* lrc_q8_codes_block_LEVEL: the codes of one block of absmax pattern `bits` at a vector level,
+ * by lrc_q8_block_case: zero codes (absmax 0, NaN or inf), the bucket method (1 / absmax =
+ * inf), else the level's region path lrc_q8_codes_LEVEL with the map fixed per call site. */
+#define LRC_Q8_CODES_BLOCK(level, ATTR)                                                        \
+    ATTR LRC_ALWAYS_INLINE void lrc_q8_codes_block_##level(const float *x, uint32_t bits,     \
+                                                           int is_unsigned, uint8_t *codes,   \
+                                                           ptrdiff_t n)                       \
+    {                                                                                          \
+        const float inv = 1.0f / lrc_bits_f32(bits);                                           \
+        switch (lrc_q8_block_case(bits, inv)) {                                                \
+        case 1: memset(codes, is_unsigned ? LRC_Q8_ZERO_UNSIGNED : LRC_Q8_ZERO_SIGNED,         \
+                       (size_t)n); break;                                                      \
+        case 2: lrc_q8_codes_portable(x, inv, is_unsigned, codes, 0, n); break;                \
+        default:                                                                               \
+            if (is_unsigned) lrc_q8_codes_##level(x, inv, 1, codes, n);                        \
+            else lrc_q8_codes_##level(x, inv, 0, codes, n);                                    \
+        }                                                                                      \
+    }
+
 /* ---- Block drivers ----------------------------------------------------------------------- */
 
 /* lrc_q8_quantize_blocks_LEVEL / lrc_q8_dequantize_blocks_LEVEL: n elements (any n >= 0) in
@@ -691,19 +710,7 @@ LRC_AVX2 LRC_ALWAYS_INLINE uint32_t lrc_q8_absmax_bits_avx2(const float *x, ptrd
     return tail > bits ? tail : bits;
 }
 
-LRC_AVX2 LRC_ALWAYS_INLINE void lrc_q8_codes_block_avx2(const float *x, uint32_t bits,
-                                                        int is_unsigned, uint8_t *codes,
-                                                        ptrdiff_t n)
-{
-    const float inv = 1.0f / lrc_bits_f32(bits);
-    switch (lrc_q8_block_case(bits, inv)) {
-    case 1: memset(codes, is_unsigned ? LRC_Q8_ZERO_UNSIGNED : LRC_Q8_ZERO_SIGNED, (size_t)n); break;
-    case 2: lrc_q8_codes_portable(x, inv, is_unsigned, codes, 0, n); break;
-    default:
-        if (is_unsigned) lrc_q8_codes_avx2(x, inv, 1, codes, n);
-        else lrc_q8_codes_avx2(x, inv, 0, codes, n);
-    }
-}
+LRC_Q8_CODES_BLOCK(avx2, LRC_AVX2)
 
 #define lrc_q8_dequantize_avx2 lrc_q8_dequantize_portable
 LRC_Q8_BLOCK_DRIVERS(avx2, LRC_AVX2)
@@ -834,19 +841,7 @@ LRC_AVX512 LRC_ALWAYS_INLINE uint32_t lrc_q8_absmax_bits_avx512(const float *x, 
     return (uint32_t)_mm512_reduce_max_epi32(_mm512_max_epi32(m01, m23));
 }
 
-LRC_AVX512 LRC_ALWAYS_INLINE void lrc_q8_codes_block_avx512(const float *x, uint32_t bits,
-                                                            int is_unsigned, uint8_t *codes,
-                                                            ptrdiff_t n)
-{
-    const float inv = 1.0f / lrc_bits_f32(bits);
-    switch (lrc_q8_block_case(bits, inv)) {
-    case 1: memset(codes, is_unsigned ? LRC_Q8_ZERO_UNSIGNED : LRC_Q8_ZERO_SIGNED, (size_t)n); break;
-    case 2: lrc_q8_codes_portable(x, inv, is_unsigned, codes, 0, n); break;
-    default:
-        if (is_unsigned) lrc_q8_codes_avx512(x, inv, 1, codes, n);
-        else lrc_q8_codes_avx512(x, inv, 0, codes, n);
-    }
-}
+LRC_Q8_CODES_BLOCK(avx512, LRC_AVX512)
 
 /* 16 codes from codes[0 .. n) (n >= 16: a plain load; else through a zeroed copy: AVX-512F has
  * no byte-masked load), zero-extended to dwords. */
