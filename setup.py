@@ -5,6 +5,9 @@ so a wheel built here runs on any machine of its platform tag. -ffp-contract=off
 multiply and add separately rounded, which makes the compiled step bit-identical to the numpy
 reference (lrcore/reference.py).
 """
+import os
+import sys
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -17,6 +20,14 @@ COMPILE_ARGS = {
 }
 
 
+
+
+def wants_debug_info():
+    """Debug info only when the build asks for it (CFLAGS with -g, as .ci/asan's does): Python's
+    own -g would otherwise make the extension about 5x larger than its code."""
+    return any(flag.startswith("-g") and flag != "-g0" for flag in os.environ.get("CFLAGS", "").split())
+
+
 class BuildExt(build_ext):
     """Pick optimization flags for the compiler actually in use. The kernels' threads are
     lrcore's own pool (src/pool.h, POSIX threads), so no OpenMP runtime is linked."""
@@ -24,6 +35,10 @@ class BuildExt(build_ext):
     def build_extensions(self):
         kind = self.compiler.compiler_type if self.compiler.compiler_type in COMPILE_ARGS else "unix"
         compile_args, link_args = COMPILE_ARGS[kind]
+        if kind == "unix" and not wants_debug_info():
+            compile_args = compile_args + ["-g0"]
+            if sys.platform.startswith("linux"):
+                link_args = link_args + ["-s"]      # strip the symbol table too
         for ext in self.extensions:
             ext.extra_compile_args = compile_args + ext.extra_compile_args
             ext.extra_link_args = link_args + ext.extra_link_args

@@ -36,8 +36,10 @@ else:
 
 
 def build_info():
-    """{"version", "backend", "numpy", and, with the extension: "compiler", "isa_compiled",
-    "isa_dispatched", "openmp" (the _OPENMP date, 0 without), "num_threads"}."""
+    """{"version", "backend", "numpy", "num_threads", and, with the extension: "compiler",
+    "isa_compiled" (the versions of the update loops built), "isa_dispatched" (the one this CPU
+    runs), "vector_level" (its name among the vector levels), "threading" ("pthreads": lrcore's
+    own pool; "none": the calling thread only)}."""
     import numpy
     info = {"version": __version__, "backend": _backend.active, "numpy": numpy.__version__,
             "num_threads": get_num_threads()}

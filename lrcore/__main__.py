@@ -1,6 +1,7 @@
 """Command line: python -m lrcore {demo,schedule,bench,info}."""
 import argparse
 import ast
+import os
 import sys
 
 
@@ -32,18 +33,38 @@ def schedule_command(parser, args):
         schedule = schedules.SCHEDULES[args.name](**kwargs)
     except (TypeError, ValueError) as exc:
         parser.error(f"{args.name}: {exc}")
+    plots = None
+    if args.plot:
+        plots = _plots(parser)
+        check_output_path(parser, args.plot, directory=False)
     print(f"# {schedule!r}")
     print(f"{'step':>8}  {'lr':>14}")
     import numpy as np
     for step, value in zip(range(args.steps), schedule(np.arange(args.steps))):
         print(f"{step:>8}  {value:>14.8g}")
-    if args.plot:
-        plots = _plots(parser)
+    if plots:
         try:
             plots.plot_schedule(schedule, max(args.steps, 2), args.plot)
         except OSError as exc:
             parser.error(f"cannot write {args.plot}: {exc.strerror or exc}")
         print(f"# plot: {args.plot}")
+
+
+def check_output_path(parser, path, directory):
+    """Fail with a usage error before any work when `path` cannot be written: a directory
+    (created if missing) for `directory`, else a file whose folder exists."""
+    folder = path if directory else (os.path.dirname(path) or ".")
+    if directory:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"cannot create directory {path}: {exc.strerror or exc}")
+    elif os.path.isdir(path):
+        parser.error(f"--plot {path} is a directory; give a file name such as {path}/schedule.png")
+    if not os.path.isdir(folder):
+        parser.error(f"cannot write {path}: directory {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"cannot write {path}: directory {folder} is not writable")
 
 
 def _plots(parser):
@@ -57,6 +78,18 @@ def _plots(parser):
 
 
 def main(argv=None):
+    """Run the command line; a reader that closes the pipe early (`| head`) ends it quietly."""
+    try:
+        status = run(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # Python would report the failed flush at exit too: point stdout at devnull first
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def run(argv=None):
     parser = argparse.ArgumentParser(prog="lrcore", description="lrcore command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo_parser = commands.add_parser(
@@ -92,6 +125,8 @@ def main(argv=None):
     if args.command == "demo":
         from lrcore import demo
         plots = _plots(demo_parser) if args.plot else None
+        if plots:
+            check_output_path(demo_parser, args.plot, directory=True)
         runs = demo.run()
         if plots:
             try:

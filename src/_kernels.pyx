@@ -314,24 +314,24 @@ def set_active(bint active):
 def build_info():
     """What this extension was compiled with and what it dispatches to on this CPU."""
     return {"compiler": LRC_COMPILER.decode(), "isa_compiled": LRC_ISA_COMPILED.decode().split(","),
-            "isa_dispatched": lrc_isa_dispatched().decode(), "openmp": 0,
+            "isa_dispatched": lrc_isa_dispatched().decode(),
             "threading": LRC_THREADING.decode(),
-            "half_conversions": lrc_conversion_names[lrc_conversion_in_use()].decode()}
+            "vector_level": lrc_conversion_names[lrc_conversion_in_use()].decode()}
 
 
-# the levels of src/formats.h (lrc_conversion_names), lowest first
-CONVERSION_LEVELS = tuple(lrc_conversion_names[i].decode() for i in range(3))
+# the vector levels of src/formats.h (lrc_conversion_names), lowest first
+VECTOR_LEVELS = tuple(lrc_conversion_names[i].decode() for i in range(3))
 
 
-def set_half_conversions(name):
-    """Use the vector level `name` (CONVERSION_LEVELS) for the half-precision block conversions
-    (float16's hand-vectorized per level, bfloat16's portable at each) and compact.h's
-    primitives (8-bit quantization, stochastic rounding), or the best this CPU runs (None):
-    for tests, which check that every version gives the same bits on one machine. ValueError
-    when this CPU or build cannot run `name`."""
-    if name is not None and name not in CONVERSION_LEVELS:
-        raise ValueError(f"name must be one of {CONVERSION_LEVELS} or None, got {name!r}")
-    level = -1 if name is None else CONVERSION_LEVELS.index(name)
+def set_vector_level(name):
+    """Use the vector level `name` (VECTOR_LEVELS) for everything that has one version per
+    level (src/kernels.h, formats.h, compact.h): the update and gradient loops, the
+    half-precision block conversions and the 8-bit primitives; or the best this CPU runs
+    (None). For tests, which check that every version gives the same bits on one machine.
+    ValueError when this CPU or build cannot run `name`."""
+    if name is not None and name not in VECTOR_LEVELS:
+        raise ValueError(f"name must be one of {VECTOR_LEVELS} or None, got {name!r}")
+    level = -1 if name is None else VECTOR_LEVELS.index(name)
     if lrc_set_conversion_level(level) != 0:
         raise ValueError(f"this CPU or build cannot run the {name!r} half conversions")
 
@@ -675,7 +675,7 @@ def step(params, grads, state, *, grad_scale=None):
 # ---------------------------------------------------------------------------------------------
 # Compact optimizer state (issue 13): test hooks over the block primitives of src/compact.h
 # (8-bit block-wise quantization, stochastic rounding to bfloat16). They run at the vector
-# level set_half_conversions selects, as the kernels do.
+# level set_vector_level selects, as the kernels do.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from kernels cimport (lrc_q8_map_bits, lrc_q8_init, lrc_q8_quantize, lrc_q8_quantize_blocks,
                       lrc_q8_dequantize, lrc_q8_dequantize_blocks, lrc_round_bf16_stochastic)

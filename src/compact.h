@@ -76,7 +76,7 @@
  *
  * Vector levels: each primitive has a portable C version and, on x86-64 with GCC or clang, AVX2
  * and AVX-512F versions; they give the same bits. The level in use is formats.h's vector level
- * (lrc_conversion_in_use), so _kernels.set_half_conversions(level) switches these too. Tables are
+ * (lrc_conversion_in_use), so _kernels.set_vector_level(level) switches these too. Tables are
  * built and checked once (lrc_q8_init; the extension calls it at import and refuses to load if a
  * check fails).
  */

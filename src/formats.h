@@ -177,13 +177,27 @@ static const lrc_conversions lrc_conversion_table[3][2] = {
      {lrc_widen_f16_avx512, lrc_round_f16_avx512}},
 };
 
-/* The best level this CPU runs. */
+/* The best level this CPU and its OS run, read with cpuid and xgetbv (the same code under GCC
+ * and clang, whose __builtin_cpu_supports know different feature names):
+ *   avx2:    AVX2, FMA, F16C, BMI1, BMI2, with the OS saving YMM state;
+ *   avx512f: that and AVX-512 F, BW, DQ, VL, with the OS saving the opmask and ZMM state.
+ * These are the features the update loops of each level are compiled for (kernels.h). */
+#include <cpuid.h>
+
 static int lrc_conversion_best(void)
 {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return LRC_CONVERT_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) return LRC_CONVERT_AVX2;
-    return LRC_CONVERT_PORTABLE;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return LRC_CONVERT_PORTABLE;
+    const int osxsave = c >> 27 & 1, avx = c >> 28 & 1, f16c = c >> 29 & 1, fma = c >> 12 & 1;
+    if (!(osxsave && avx && f16c && fma) || __get_cpuid_max(0, NULL) < 7)
+        return LRC_CONVERT_PORTABLE;
+    unsigned xcr0, xcr0_high;
+    __asm__("xgetbv" : "=a"(xcr0), "=d"(xcr0_high) : "c"(0));
+    __cpuid_count(7, 0, a, b, c, d);
+    const int avx2 = b >> 5 & 1, bmi1 = b >> 3 & 1, bmi2 = b >> 8 & 1;
+    if ((xcr0 & 0x6) != 0x6 || !(avx2 && bmi1 && bmi2)) return LRC_CONVERT_PORTABLE;
+    const int avx512 = (b >> 16 & 1) && (b >> 17 & 1) && (b >> 30 & 1) && (b >> 31 & 1);
+    return avx512 && (xcr0 & 0xe0) == 0xe0 ? LRC_CONVERT_AVX512 : LRC_CONVERT_AVX2;
 }
 #else
 static const lrc_conversions lrc_conversion_table[1][2] = {

@@ -218,29 +218,21 @@ static inline int lrc_required_buffers(lrc_kind kind, const lrc_hyper *h)
     return 0;
 }
 
-/* Runtime ISA dispatch: on x86-64 Linux with GCC, lrc_update is compiled once per target
- * below and the loader picks the best the CPU supports (an ifunc), so the default build stays
- * portable (no -march=native) and still runs AVX2 / AVX-512 loops. The targets are the
- * x86-64 ISA levels: v4 (AVX-512 F/BW/DQ/VL: the 16-bit conversions vectorize with vpmovdw
- * on 256-bit vectors; plain avx512f lacks VL and paid for pack/permute sequences) and v3
- * (AVX2, FMA, F16C). Every version performs the same IEEE operations (-ffp-contract=off: no
- * FMA contraction), so results are bit-identical on every ISA. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
-    && !defined(LRC_NO_DISPATCH)
-#define LRC_MULTIVERSION \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define LRC_ISA_COMPILED "x86-64-v4,x86-64-v3,default"
-static inline const char *lrc_isa_dispatched(void)
-{
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
-    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
-    return "default";
-}
-#else
-#define LRC_MULTIVERSION
-#define LRC_ISA_COMPILED "default"
-static inline const char *lrc_isa_dispatched(void) { return "default"; }
+/* Runtime ISA dispatch: the update and gradient passes below are written once (always-inline
+ * bodies) and compiled three times on x86-64 with GCC or clang, under the target attributes of
+ * the vector levels of formats.h: portable (the compiler's baseline: SSE2), avx2 (AVX2, FMA,
+ * F16C, BMI1/2: x86-64-v3) and avx512f (plus AVX-512 F/BW/DQ/VL: x86-64-v4; the 16-bit
+ * conversions vectorize with vpmovdw on 256-bit vectors). The level in use, the best the CPU
+ * runs (or one a test selects), picks the version through a table of function pointers, so
+ * the default build stays portable (no -march=native), needs no ifunc (macOS, musl), and a
+ * test can run every version on one machine. Every version performs the same IEEE operations
+ * (-ffp-contract=off: no FMA contraction), so results are bit-identical on every level.
+ * Elsewhere (aarch64, where the baseline includes NEON; MSVC) there is one version, the
+ * compiler's baseline vectorization. */
+#if LRC_X86_CONVERSIONS
+#define LRC_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,bmi,bmi2")))
+#define LRC_TARGET_AVX512 \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2")))
 #endif
 
 /* Elements [start, start + count) of an array, as an array of its own; start is a multiple
@@ -340,8 +332,7 @@ static inline void lrc_prefetch_block(const lrc_array *a, lrc_index start)
  * stochastically, 8-bit blocks requantized with their new absmax (compact.h). So the
  * arithmetic is that of float32 params, done once per element, and the update's new buffer
  * values (not their stored approximations) update the params, as bitsandbytes does. */
-LRC_MULTIVERSION
-static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
+LRC_ALWAYS_INLINE void lrc_update_body(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
 {
     const lrc_scalars scalars = lrc_array_scalars(kind, h, a->step);
     if (a->pfmt == LRC_FLOAT64) {
@@ -423,8 +414,7 @@ static void lrc_update(lrc_kind kind, const lrc_hyper *h, const lrc_array *a)
 /* 1 when every gradient element of the array is finite: its exponent bits are not all ones
  * (an integer test, so half formats need no conversion); an OR over the comparison
  * vectorizes. */
-LRC_MULTIVERSION
-static int lrc_grad_finite(const lrc_array *a)
+LRC_ALWAYS_INLINE int lrc_grad_finite_body(const lrc_array *a)
 {
     unsigned bad = 0;
 #define LRC_EXPONENT_ALL_ONES(T, mask)                                                     \
@@ -464,8 +454,7 @@ static int lrc_grad_finite(const lrc_array *a)
         }                                                                                  \
     } while (0)
 
-LRC_MULTIVERSION
-static double lrc_grad_sumsq_piece(const lrc_array *a, int *bad)
+LRC_ALWAYS_INLINE double lrc_grad_sumsq_body(const lrc_array *a, int *bad)
 {
     double acc[LRC_LANES] = {0};
     int nonfinite = 0;
@@ -475,7 +464,7 @@ static double lrc_grad_sumsq_piece(const lrc_array *a, int *bad)
         break;
     case LRC_FLOAT64:
         LRC_SUMSQ_LANES((const double *)a->grad, a->n, acc);
-        nonfinite = !lrc_grad_finite(a);
+        nonfinite = !lrc_grad_finite_body(a);
         break;
     case LRC_FLOAT16:
     case LRC_BFLOAT16: {
@@ -498,6 +487,42 @@ static double lrc_grad_sumsq_piece(const lrc_array *a, int *bad)
     if (nonfinite || (a->gfmt != LRC_FLOAT64 && !(acc[0] - acc[0] == 0.0))) *bad = 1;
     return acc[0];
 }
+
+/* The per-level versions of the three bodies, and the table the passes call them through. */
+typedef struct {
+    void (*update)(lrc_kind kind, const lrc_hyper *h, const lrc_array *a);
+    int (*grad_finite)(const lrc_array *a);
+    double (*grad_sumsq)(const lrc_array *a, int *bad);
+} lrc_level_fns;
+
+#define LRC_LEVEL_FNS(sfx, target)                                                          \
+    target static void lrc_update_##sfx(lrc_kind kind, const lrc_hyper *h, const lrc_array *a) \
+    { lrc_update_body(kind, h, a); }                                                        \
+    target static int lrc_grad_finite_##sfx(const lrc_array *a)                            \
+    { return lrc_grad_finite_body(a); }                                                     \
+    target static double lrc_grad_sumsq_##sfx(const lrc_array *a, int *bad)                \
+    { return lrc_grad_sumsq_body(a, bad); }
+LRC_LEVEL_FNS(portable, )
+#if LRC_X86_CONVERSIONS
+LRC_LEVEL_FNS(avx2, LRC_TARGET_AVX2)
+LRC_LEVEL_FNS(avx512, LRC_TARGET_AVX512)
+#define LRC_LEVEL_ENTRY(sfx) {lrc_update_##sfx, lrc_grad_finite_##sfx, lrc_grad_sumsq_##sfx}
+static const lrc_level_fns lrc_level_table[3] = {
+    LRC_LEVEL_ENTRY(portable), LRC_LEVEL_ENTRY(avx2), LRC_LEVEL_ENTRY(avx512)};
+#define LRC_ISA_COMPILED "x86-64-v4,x86-64-v3,default"
+static const char *const lrc_isa_names[3] = {"default", "x86-64-v3", "x86-64-v4"};
+#else
+#define LRC_LEVEL_ENTRY(sfx) {lrc_update_##sfx, lrc_grad_finite_##sfx, lrc_grad_sumsq_##sfx}
+static const lrc_level_fns lrc_level_table[1] = {LRC_LEVEL_ENTRY(portable)};
+#define LRC_ISA_COMPILED "default"
+static const char *const lrc_isa_names[1] = {"default"};
+#endif
+#undef LRC_LEVEL_ENTRY
+#undef LRC_LEVEL_FNS
+
+/* The versions of the level in use (formats.h's lrc_conversion_in_use). */
+static inline const lrc_level_fns *lrc_level(void) { return &lrc_level_table[lrc_conversion_in_use()]; }
+static inline const char *lrc_isa_dispatched(void) { return lrc_isa_names[lrc_conversion_in_use()]; }
 
 /* What a pass over the arrays does to each piece: an optimizer update, a finiteness test of
  * the gradients (clearing `finite` when it fails), or their sum of squares per chunk (into
@@ -526,13 +551,13 @@ static inline void lrc_pass_piece(lrc_pass *pass, const lrc_array *piece, lrc_in
     int bad = 0;
     switch (pass->what) {
     case LRC_PASS_UPDATE:
-        lrc_update(pass->kind, pass->h, piece);
+        lrc_level()->update(pass->kind, pass->h, piece);
         break;
     case LRC_PASS_FINITE:
-        if (!lrc_grad_finite(piece)) lrc_clear_finite(pass);
+        if (!lrc_level()->grad_finite(piece)) lrc_clear_finite(pass);
         break;
     case LRC_PASS_SUMSQ:
-        pass->sumsq[chunk] = lrc_grad_sumsq_piece(piece, &bad);
+        pass->sumsq[chunk] = lrc_level()->grad_sumsq(piece, &bad);
         if (bad) lrc_clear_finite(pass);
         break;
     }

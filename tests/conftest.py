@@ -24,6 +24,22 @@ def pytest_sessionstart(session):
                     returncode=3)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--large", action="store_true",
+                     help="also run the tests marked large (arrays past 2**31 elements: ~9 GB)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked large need more memory than a laptop has: they run only with --large, so
+    the default run fits in 4 GB."""
+    if config.getoption("--large"):
+        return
+    skip = pytest.mark.skip(reason="needs ~9 GB of memory; run with --large")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
     where = getattr(_backend._kernels, "__file__", "not loaded")
     return f"lrcore {lrcore.__version__}: backend {lrcore.backend}, kernels {where}"
@@ -77,3 +93,32 @@ def backend(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261121)
+
+
+def vector_levels():
+    """The vector levels of the kernels this CPU runs (src/formats.h: portable, avx2,
+    avx512f; each has its own update loops, half conversions and 8-bit primitives); every one
+    must give the same bits."""
+    kernels = _backend._kernels
+    if kernels is None:
+        return []
+    levels = []
+    for level in kernels.VECTOR_LEVELS:
+        try:
+            kernels.set_vector_level(level)
+        except ValueError:
+            continue
+        levels.append(level)
+    kernels.set_vector_level(None)
+    return levels
+
+
+LEVELS = vector_levels()
+
+
+@pytest.fixture
+def vector_level(request):
+    """Run on the vector level `request.param` (one of LEVELS), then on the best again."""
+    _backend._kernels.set_vector_level(request.param)
+    yield request.param
+    _backend._kernels.set_vector_level(None)

@@ -27,6 +27,23 @@ def test_demo_prints_the_four_runs(compiled):
     assert ["1", "2.849600", "14.819419", "0.098010"] in rows   # the decaying rate, seed 001
 
 
+@pytest.mark.parametrize("args, codes", [
+    (("demo",), (0, 1)),        # its output may fit in the pipe's buffer before head exits
+    (("schedule", "Constant", "learning_rate=1", "--steps", "100000"), (1,)),   # 2.4 MB: never
+])
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(args, codes):
+    """`python -m lrcore demo | head -3`: the command ends quietly when head exits."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRCORE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "lrcore", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env,
+                            cwd=os.path.dirname(os.path.dirname(lrcore.__file__)))
+    first = [proc.stdout.readline() for _ in range(3)]
+    proc.stdout.close()                   # as head does after its lines
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=300)
+    assert all(first) and stderr == "" and proc.returncode in codes
+
+
 def test_bad_arguments_exit_2_with_usage():
     out = run_cli("nonsense")
     assert out.returncode == 2

@@ -8,8 +8,8 @@ Every expectation here is computed independently of lrcore, from the spec's rule
   of thresholds below n, as Fractions) checks the brute force on the values that matter;
 - stochastic rounding from splitmix64 / lowbias32 in pure Python for a few values and in numpy
   (uint64 / uint32 wrap-around) for many.
-Each primitive runs at every vector level this CPU runs (_kernels.CONVERSION_LEVELS through
-set_half_conversions, restored afterwards): all must give the same bits.
+Each primitive runs at every vector level this CPU runs (_kernels.VECTOR_LEVELS through
+set_vector_level, restored afterwards): all must give the same bits.
 """
 import bisect
 from fractions import Fraction
@@ -184,13 +184,13 @@ def runnable_levels():
     if kernels is None:
         return []
     levels = []
-    for name in kernels.CONVERSION_LEVELS:
+    for name in kernels.VECTOR_LEVELS:
         try:
-            kernels.set_half_conversions(name)
+            kernels.set_vector_level(name)
         except ValueError:
             continue
         levels.append(name)
-    kernels.set_half_conversions(None)
+    kernels.set_vector_level(None)
     return levels
 
 
@@ -200,14 +200,14 @@ LEVELS = runnable_levels()
 @pytest.fixture(params=LEVELS)
 def level(request):
     """Run at vector level request.param, then the best again."""
-    kernels.set_half_conversions(request.param)
+    kernels.set_vector_level(request.param)
     yield request.param
-    kernels.set_half_conversions(None)
+    kernels.set_vector_level(None)
 
 
 def test_every_level_is_listed_and_the_best_runs():
     assert LEVELS and LEVELS[0] == "portable"
-    assert kernels.build_info()["half_conversions"] == LEVELS[-1]
+    assert kernels.build_info()["vector_level"] == LEVELS[-1]
 
 
 def check_quantize(x, unsigned, expected=None):
@@ -462,11 +462,11 @@ def test_levels_agree_on_random_bit_patterns():
     for unsigned in (False, True):
         expected = ref_quantize(x, unsigned)
         for name in LEVELS:
-            kernels.set_half_conversions(name)
+            kernels.set_vector_level(name)
             try:
                 check_quantize(x, unsigned, expected)
             finally:
-                kernels.set_half_conversions(None)
+                kernels.set_vector_level(None)
 
 
 def test_q8_argument_errors():

@@ -15,6 +15,7 @@ import pytest
 
 import lrcore
 from lrcore import _backend, _validate, reference
+from conftest import LEVELS
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 BITS = _validate.BFLOAT16_BITS
@@ -76,34 +77,6 @@ def as_format(patterns, dtype):
     return np.ascontiguousarray(patterns, dtype=np.uint16).view(dtype)
 
 
-def conversion_levels():
-    """The half-conversion versions of the kernels this CPU runs (src/formats.h: portable,
-    avx2, avx512f); every one must give the same bits."""
-    kernels = _backend._kernels
-    if kernels is None:
-        return []
-    levels = []
-    for level in kernels.CONVERSION_LEVELS:
-        try:
-            kernels.set_half_conversions(level)
-        except ValueError:
-            continue
-        levels.append(level)
-    kernels.set_half_conversions(None)
-    return levels
-
-
-LEVELS = conversion_levels()
-
-
-@pytest.fixture
-def half_conversions(request):
-    """Run on the half conversions `request.param` (a level of LEVELS), then the best again."""
-    _backend._kernels.set_half_conversions(request.param)
-    yield request.param
-    _backend._kernels.set_half_conversions(None)
-
-
 @pytest.fixture(params=[f"cython-{level}" for level in LEVELS] + ["numpy"])
 def route(request):
     """Each version of the compiled conversions, and the numpy backend."""
@@ -112,11 +85,11 @@ def route(request):
         yield request.param
         return
     request.getfixturevalue("compiled")
-    _backend._kernels.set_half_conversions(request.param.split("-", 1)[1])
+    _backend._kernels.set_vector_level(request.param.split("-", 1)[1])
     try:
         yield request.param
     finally:
-        _backend._kernels.set_half_conversions(None)
+        _backend._kernels.set_vector_level(None)
 
 
 HALF = [("float16", np.dtype(np.float16)), ("bfloat16", BF16), ("bfloat16", BITS)]
@@ -364,16 +337,16 @@ def test_every_conversion_level_this_cpu_runs_is_tested(compiled):
     """The portable version always runs; the x86 ones where the CPU has them; the level in use
     shows in build_info() and comes back to the best after a test."""
     assert LEVELS[0] == "portable"
-    assert set(LEVELS) <= set(_backend._kernels.CONVERSION_LEVELS)
-    best = lrcore.build_info()["half_conversions"]
+    assert set(LEVELS) <= set(_backend._kernels.VECTOR_LEVELS)
+    best = lrcore.build_info()["vector_level"]
     assert best == LEVELS[-1]
     for level in LEVELS:
-        _backend._kernels.set_half_conversions(level)
-        assert lrcore.build_info()["half_conversions"] == level
-    _backend._kernels.set_half_conversions(None)
-    assert lrcore.build_info()["half_conversions"] == best
+        _backend._kernels.set_vector_level(level)
+        assert lrcore.build_info()["vector_level"] == level
+    _backend._kernels.set_vector_level(None)
+    assert lrcore.build_info()["vector_level"] == best
     with pytest.raises(ValueError, match="name must be one of"):
-        _backend._kernels.set_half_conversions("sse9")
+        _backend._kernels.set_vector_level("sse9")
 
 
 def test_the_kernels_instantiate_exactly_the_python_combinations(compiled):

@@ -3,8 +3,11 @@
 Touches about 8.6 GB (one float32 array of 2**31 + 17 elements, written once; the gradient
 stays mostly unallocated zero pages), compiled backend only."""
 import numpy as np
+import pytest
 
 import lrcore
+
+pytestmark = pytest.mark.large
 
 N = 2**31 + 17
 

@@ -25,7 +25,7 @@ from lrcore import _backend, _validate, reference
 from lrcore.optimizers import clip_coefficient, grad_norm
 
 from conftest import run_python
-from test_formats import LEVELS, half_conversions  # noqa: F401  (a fixture)
+from conftest import LEVELS
 from test_optimizers import CASE_IDS, CASES, OPTIMIZERS, buffer_names
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -361,11 +361,11 @@ def test_every_thread_count_gives_the_reference_bits(compiled, restore_threads, 
             expected.assert_matches(state, params, f"step {k}, {threads} threads: ")
 
 
-@pytest.mark.parametrize("half_conversions", LEVELS, indirect=True)
+@pytest.mark.parametrize("vector_level", LEVELS, indirect=True)
 @pytest.mark.parametrize("combo", [c for c in COMBOS if c not in ("f64", "f32")])
 @pytest.mark.parametrize("cls, lr, options", RICHEST, ids=[c.__name__ for c, _, _ in RICHEST])
 def test_every_half_conversion_version_gives_the_reference_bits(compiled, cls, lr, options, combo,
-                                                                half_conversions):
+                                                                vector_level):
     """The portable, AVX2 (F16C) and AVX-512 block conversions (those this CPU runs), over
     every size of SIZES (vector tails of the conversions, blocks of 512), specials included."""
     run_parity(cls, lr, options, combo, *VARIANTS["both"])

@@ -12,6 +12,7 @@ import pytest
 
 import lrcore
 from lrcore import reference
+from conftest import LEVELS
 
 
 def combos(**choices):
@@ -87,10 +88,14 @@ def assert_state_equals(state, params, want_params, want_buffers):
             np.testing.assert_array_equal(got, want, err_msg=name)
 
 
+@pytest.mark.parametrize("vector_level", LEVELS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("cls, ref, lr, options", CASES, ids=CASE_IDS)
-def test_compiled_matches_reference(compiled, rng, cls, ref, lr, options, size, dtype):
+def test_compiled_matches_reference(compiled, rng, cls, ref, lr, options, size, dtype,
+                                    vector_level):
+    """Bit for bit, on every version of the update loops this CPU runs (the x86 vector levels
+    of src/kernels.h, each chosen by the same table the step dispatches through)."""
     params = [rng.standard_normal(size).astype(dtype)]
     grads_per_step = random_grads(rng, [size], [dtype])
     want_params, want_buffers = reference_run(cls, ref, params, grads_per_step, [lr] * STEPS,

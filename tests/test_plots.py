@@ -51,11 +51,21 @@ def test_every_gallery_schedule_is_finite_over_the_plotted_range():
         assert np.all(np.isfinite(schedule(np.arange(1000)))), name
 
 
-def test_an_unwritable_plot_path_is_a_one_line_error(tmp_path):
+def test_an_unwritable_plot_path_is_a_one_line_error_before_any_work(tmp_path):
+    """Checked before the table is printed or the demo runs (stdout stays empty)."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    out = run_cli("schedule", "Constant", "learning_rate=1", "--plot", str(blocker / "x.png"))
-    assert out.returncode == 2 and "cannot write" in out.stderr and "Traceback" not in out.stderr
+    cases = [(("schedule", "Constant", "learning_rate=1", "--plot", str(blocker / "x.png")),
+              "does not exist"),
+             (("schedule", "Constant", "learning_rate=1", "--plot", str(tmp_path / "no" / "x.png")),
+              "does not exist"),
+             (("schedule", "Constant", "learning_rate=1", "--plot", str(tmp_path)), "is a directory"),
+             (("demo", "--plot", str(blocker / "pictures")), "cannot create directory")]
+    for args, message in cases:
+        out = run_cli(*args)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr and out.stdout == "", args
+    assert blocker.read_text() == ""
 
 
 # --- what each demo picture shows, read from the matplotlib objects -----------------------

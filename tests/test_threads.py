@@ -157,4 +157,5 @@ def test_build_info_describes_the_build(compiled):
     info = lrcore.build_info()
     assert info["version"] == lrcore.__version__ and info["backend"] == "cython"
     assert info["isa_dispatched"] in info["isa_compiled"] and "default" in info["isa_compiled"]
-    assert info["threading"] == "pthreads" and info["openmp"] == 0 and info["compiler"]
+    assert info["threading"] == "pthreads" and "openmp" not in info and info["compiler"]
+    assert info["vector_level"] in lrcore._backend._kernels.VECTOR_LEVELS
