@@ -89,7 +89,8 @@ def main(argv=None):
         return 1
 
 
-def run(argv=None):
+def build_parser():
+    """The command line's parser and its subcommands' parsers, by name."""
     parser = argparse.ArgumentParser(prog="lrcore", description="lrcore command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo_parser = commands.add_parser(
@@ -120,7 +121,14 @@ def run(argv=None):
     tables.add_argument("--compact", action="store_true",
                         help="only the compact-state tables (state_format bfloat16 / 8bit vs "
                              "float32 and the 8-bit peers; state bytes per parameter)")
-    commands.add_parser("info", help="print build_info(): version, backend, compiler, ISA, threads")
+    info = commands.add_parser("info", help="print build_info(): version, backend, compiler, ISA, "
+                                            "threads")
+    return parser, {"demo": demo_parser, "schedule": sched, "bench": bench, "info": info}
+
+
+def run(argv=None):
+    parser, sub = build_parser()
+    demo_parser, sched, bench = sub["demo"], sub["schedule"], sub["bench"]
     args = parser.parse_args(argv)
     if args.command == "demo":
         from lrcore import demo
