@@ -427,6 +427,7 @@ LRC_ALWAYS_INLINE int lrc_grad_finite_body(const lrc_array *a)
     case LRC_FLOAT64:  LRC_EXPONENT_ALL_ONES(uint64_t, 0x7ff0000000000000u) break;
     case LRC_FLOAT16:  LRC_EXPONENT_ALL_ONES(uint16_t, 0x7c00u) break;
     case LRC_BFLOAT16: LRC_EXPONENT_ALL_ONES(uint16_t, 0x7f80u) break;
+    case LRC_CODES8: break;             /* a state format, never a gradient's */
     }
 #undef LRC_EXPONENT_ALL_ONES
     return !bad;
@@ -479,6 +480,7 @@ LRC_ALWAYS_INLINE double lrc_grad_sumsq_body(const lrc_array *a, int *bad)
         }
         break;
     }
+    case LRC_CODES8: break;
     }
     for (int width = LRC_LANES / 2; width >= 1; width /= 2)
         for (int j = 0; j < width; j++) acc[j] = acc[j] + acc[j + width];
