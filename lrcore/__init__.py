@@ -27,7 +27,7 @@ else:
 
         params: a C-contiguous writeable ndarray (float32, float64, float16 or bfloat16), or
         a list/tuple of them. grads: the same structure (same count and shapes; dtypes as
-        API.md's table); never written. state: an optimizer state such as lrcore.SGD(...).
+        the table of docs/reference.md); never written. state: an optimizer state such as lrcore.SGD(...).
         Update k = state.step_count uses lr(k); afterwards state.step_count == k + 1.
         grad_scale: the loss scale the grads carry; the update uses g / grad_scale. On any
         error (TypeError / ValueError naming the argument) nothing has been modified.

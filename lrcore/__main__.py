@@ -94,7 +94,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="lrcore", description="lrcore command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo_parser = commands.add_parser(
-        "demo", help="the seed experiments: SGD on (w + 1)^2 at several rates, a decaying "
+        "demo", help="gradient descent on (w + 1)^2 at several rates, a decaying "
                      "rate, and five optimizers compared")
     demo_parser.add_argument("--plot", metavar="DIR",
                              help="also write PNGs there (needs matplotlib: lrcore[plot])")

@@ -14,7 +14,7 @@ INT64_MAX = 2**63 - 1
 # Storage formats, numbered as src/formats.h's lrc_format.
 FORMATS = ("float32", "float64", "float16", "bfloat16")
 
-# The dtype combinations a step takes (API.md's table), as src/kernels.h's LRC_COMBOS:
+# The dtype combinations a step takes (docs/reference.md), as src/kernels.h's LRC_COMBOS:
 # (params, grads, buffers); the math runs in float64 for float64 params, else in float32.
 COMBINATIONS = (
     ("float64", "float64", "float64"),
@@ -25,7 +25,7 @@ COMBINATIONS = (
     ("bfloat16", "bfloat16", "bfloat16"),
 )
 
-# Formats of optimizer state buffers (API.md, compact state): the storage formats, and "8bit",
+# Formats of optimizer state buffers (docs/reference.md, compact state): the storage formats, and "8bit",
 # uint8 codes of bitsandbytes' block-wise dynamic quantization with a float32 absmax per block
 # (lrcore/compact.py); numbered on as src/formats.h's lrc_format (LRC_CODES8 = 4).
 BUFFER_FORMATS = FORMATS + ("8bit",)
@@ -97,7 +97,9 @@ def check_step(params, grads, signature, buffers, layout=None):
             raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {_kind(g)}")
         grad_formats = [c[1] for c in COMBINATIONS if c[0] == format_of(p.dtype)]
         if format_of(g.dtype) not in grad_formats:
-            raise TypeError(f"grads[{i}] must have dtype {' or '.join(grad_formats)} to match "
+            allowed = " or ".join([", ".join(grad_formats[:-1])] * (len(grad_formats) > 1)
+                                  + grad_formats[-1:])
+            raise TypeError(f"grads[{i}] must have dtype {allowed} to match "
                             f"params[{i}] of dtype {format_of(p.dtype)}, got {dtype_name(g.dtype)}")
         if g.shape != p.shape:
             raise ValueError(f"grads[{i}] must have the shape of params[{i}], {p.shape}, "
@@ -258,7 +260,7 @@ def stored_format(dtype):
 
 def state_format_of(param_format, size, state_format, min_8bit_size):
     """The format of the buffers of a param array of `param_format` and `size` elements under
-    the state options (API.md): None -> as COMBINATIONS; "float32" / "bfloat16" -> that;
+    the state options: None -> as COMBINATIONS; "float32" / "bfloat16" -> that;
     "8bit" -> "8bit" from min_8bit_size elements on, below it "float32" (as bitsandbytes).
     float64 params keep float64 buffers (ValueError for a compact format)."""
     if state_format is None:

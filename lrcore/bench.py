@@ -1,8 +1,8 @@
 """Side-by-side timing of one optimizer step: lrcore vs the numpy reference, torch.optim
 (for-loop, foreach, fused) and DeepSpeed's CPU optimizers, on the same float32 arrays in one
 process; lrcore vs the memory-bound floor for each optimizer's bytes per element; and the
-mixed-precision cases of issue 12 (bfloat16 params / grads, loss scaling and clipping); and
-the compact optimizer state of issue 13 (state_format="bfloat16" / "8bit" against lrcore's
+mixed-precision cases (bfloat16 params / grads, loss scaling and clipping); and
+the compact optimizer state (state_format="bfloat16" / "8bit" against lrcore's
 float32 step, torch fused AdamW, DeepSpeed CPUAdam and the 8-bit AdamWs of bitsandbytes and
 torchao, with the state bytes per parameter).
 
@@ -419,7 +419,7 @@ def nonfinite_cost(workload, threads, progress, cases=tuple(NONFINITE)):
     return times
 
 
-# -- mixed precision (issue 12): half-precision params and grads, loss scaling, clipping ------
+# -- mixed precision: half-precision params and grads, loss scaling, clipping ------
 
 GRAD_SCALE = 1024.0         # a loss scale: the grads lrcore is given are arrays()' times this
 MAX_GRAD_NORM = 1.0         # clips: arrays()' 32M grads have a norm of about 58
@@ -570,7 +570,7 @@ def print_mixed_table(implementations=None, progress=to_stderr, quick=False, out
         out("")
 
 
-# -- compact optimizer state (issue 13): bfloat16 and 8-bit block-wise moments --------------
+# -- compact optimizer state: bfloat16 and 8-bit block-wise moments --------------
 
 WEIGHT_DECAY = 1e-2     # AdamW's default in torch, bitsandbytes and torchao; given to every AdamW
 
@@ -774,7 +774,7 @@ def print_compact_table(implementations=None, progress=to_stderr, quick=False, o
     installed implementation and 8-bit peer)."""
     if implementations is None:
         implementations = selected()
-    out("Compact optimizer state (issue 13): time per step, each thread count's cells measured "
+    out("Compact optimizer state: time per step, each thread count's cells measured "
         "one after another; '/ f32' = over lrcore float32 (state_format=None) at the same threads;")
     out("a ratio row is its first name over the (fastest of the) second, goal in brackets; "
         "'bitsandbytes 8bit / lrcore 8bit' is how many times faster lrcore's 8-bit step is")

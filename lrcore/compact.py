@@ -1,4 +1,4 @@
-"""numpy reference of the compact optimizer-state formats (issue 13, /work/wt/COMPACT_SPEC.md).
+"""numpy reference of the compact optimizer-state formats.
 
 Two formats, each defined bit for bit so that the compiled kernels can be tested against this
 module for exact equality:

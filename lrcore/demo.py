@@ -1,11 +1,11 @@
-"""The seed experiments, and why adaptive rates help.
+"""The demo: gradient descent on (w + 1)² at several rates, and why adaptive rates help.
 
 1. Gradient descent on loss = (w + 1)² from w = 5 at several rates: too large a rate (1)
    swings between 5 and −7 forever, too small a one (0.0001) creeps, and 0.2 / 0.3 converge to
-   the minimum w = −1, reproducing the tutorial's printed TensorFlow traces digit for digit
+   the minimum w = −1, reproducing TensorFlow's printed traces of the same runs (tests/data/) digit for digit
    (all arithmetic in float32, as there).
-2. The same descent under an exponentially decaying rate (0.1 · 0.99^step, staircase), the
-   tutorial's `tf.train.exponential_decay` run, with the rate printed at each step.
+2. The same descent under an exponentially decaying rate (0.1 · 0.99^step, staircase), as
+   TensorFlow's `tf.train.exponential_decay` run of tests/data/, with the rate printed at each step.
 3. SGD, momentum, Adagrad, RMSprop and Adam on that loss and on ill-conditioned quadratics
    ½(x² + κ·y²), each run for MAX_STEPS steps at every rate of a grid: a run converges at the
    first step after which it stays within TOLERANCE of the minimum to the end (a run that
@@ -32,8 +32,8 @@ RUNS = (
 SHOWN_STEPS = (0, 1, 2, 3, 4, 5, 9, 19, 29, 39)
 
 
-# The tutorial's decaying rate: LEARNING_RATE_BASE 0.1, LEARNING_RATE_DECAY 0.99,
-# LEARNING_RATE_STEP 1, staircase.
+# The decaying rate of TensorFlow's traced run (tests/data/seed001_exponential_decay.txt):
+# LEARNING_RATE_BASE 0.1, LEARNING_RATE_DECAY 0.99, LEARNING_RATE_STEP 1, staircase.
 SEED_DECAY = schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.99, staircase=True)
 
 
@@ -41,7 +41,7 @@ def descend(lr, steps=40, w0=5.0):
     """Minimize (w + 1)² with lrcore.SGD(lr) from w0, in float32; lr may be a schedule.
 
     Returns [(k, w, loss, next_lr)] after each update k: w and loss as float32 values, and
-    next_lr the rate the next update will use (what the tutorial prints after each step).
+    next_lr the rate the next update will use (what TensorFlow's trace prints after each step).
     """
     w = np.array([w0], dtype=np.float32)
     state = lrcore.SGD(lr=lr)

@@ -1,4 +1,4 @@
-"""The learning-rate range test (seed 002): sweep the rate upward over a short run, watch the
+"""The learning-rate range test: sweep the rate upward over a short run, watch the
 loss, and pick a starting rate from the curve.
 
     result = lrcore.find_lr(fn, params, state)       # fn(params) -> (loss, grads)

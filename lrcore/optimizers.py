@@ -19,7 +19,7 @@ class Optimizer:
     validates each hyperparameter and makes it a read-only attribute), pass their keywords to
     this __init__, and name their buffers in _buffers_needed().
 
-    Every optimizer takes keyword-only options besides its hyperparameters (API.md):
+    Every optimizer takes keyword-only options besides its hyperparameters:
     nonfinite, max_grad_norm, and the compact state: state_format (None: buffers in the
     params' format; "float32"; "bfloat16", written with stochastic rounding; "8bit",
     block-wise dynamic quantization, lrcore.compact), param_rounding ("stochastic" rounds
@@ -198,7 +198,7 @@ class Optimizer:
 
     def layout(self, arrays):
         """What this state's buffers are for param arrays [(format name, shape)]:
-        {buffer name: [(stored format, shape) per array]} (API.md): each buffer in the format
+        {buffer name: [(stored format, shape) per array]}: each buffer in the format
         state_format gives the array (_validate.state_format_of), and with state_format="8bit"
         `name + "_absmax"`, float32 of one entry per 256-element block of the 8-bit arrays
         (empty for the arrays below min_8bit_size). ValueError for params the options cannot
@@ -323,6 +323,9 @@ class Optimizer:
         """The global gradient-norm bound of every step (None: no clipping; read-only)."""
         return self._hyper["max_grad_norm"]
 
+    nonfinite = property(lambda self: self._hyper["nonfinite"],
+                         doc="What a step does with NaN / inf gradients: 'propagate', 'skip' or "
+                             "'raise' (read-only).")
     state_format = property(lambda self: self._hyper["state_format"],
                             doc="The buffers' format option: None, 'float32', 'bfloat16' or "
                                 "'8bit' (read-only).")

@@ -1,4 +1,4 @@
-"""Pictures of the seed experiments, the schedules and the optimizer comparison (optional:
+"""Pictures of the demo's gradient-descent runs, the schedules and the optimizer comparison (optional:
 matplotlib, `pip install 'lrcore[plot]'`)."""
 import os
 import textwrap

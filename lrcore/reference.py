@@ -1,7 +1,7 @@
 """numpy reference implementations: the ground truth every compiled kernel is tested against.
 
 One function per optimizer, updating one array in place, written for reading rather than speed
-(the shape of torch.optim's `_single_tensor_*` functions). They follow the project's API.md:
+(the shape of torch.optim's `_single_tensor_*` functions). They follow docs/reference.md:
 per-call scalars are computed in float64 and cast once to the array's dtype, then every
 element operation runs in that dtype, one numpy operation at a time. The compiled kernels
 (src/kernels_impl.h) perform the same operations in the same order, so on the same inputs

@@ -47,6 +47,14 @@ class LearningRateSchedule:
             values = self._reference(steps.reshape(-1)).reshape(steps.shape)
         return float(values[()]) if scalar else values
 
+    def __getstate__(self):
+        """For pickle and copy: the schedule's fields, without the compiled evaluator (a C
+        struct, rebuilt on first use), so that a schedule in use (torch deep-copies param
+        groups in load_state_dict) copies."""
+        state = self.__dict__.copy()
+        state.pop("_compiled_cache", None)
+        return state
+
     def _compiled(self):
         """The CompiledSchedule the kernels evaluate, built on first use."""
         compiled = self.__dict__.get("_compiled_cache")
@@ -491,10 +499,10 @@ class NoisyLinearCosineDecay(LinearCosineDecay):
         super().__init__(initial_learning_rate, decay_steps, num_periods, alpha, beta)
         self.initial_variance = _validate.real(initial_variance, "initial_variance")
         self.variance_decay = _validate.real(variance_decay, "variance_decay")
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) \
-                or not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be an int in [0, 2**64), got "
-                             f"{_short_repr(seed) if isinstance(seed, numbers.Integral) else repr(seed)}")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an int in [0, 2**64), got {_short_repr(seed)}")
         self.seed = int(seed)
 
     def _fields(self):

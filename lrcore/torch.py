@@ -49,7 +49,7 @@ Mixed precision, as torch's fused optimizers (`fused=True`):
   gradient back into .grad, lrcore never writes the grads: after `scaler.step(opt)` they are
   still scaled.
 
-Compact optimizer state (API.md "Compact optimizer state"): every constructor takes lrcore's
+Compact optimizer state (docs/reference.md): every constructor takes lrcore's
 keyword-only `state_format=None | "float32" | "bfloat16" | "8bit"`, `param_rounding="nearest"
 | "stochastic"`, `seed=0` and `min_8bit_size=4096`. They are kept in each param group like
 torch's hyperparameters (so groups may differ, and state_dict() carries them; a group without

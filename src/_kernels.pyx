@@ -243,7 +243,7 @@ cdef bint _check_and_fill(list params, list grads, list slots, list absmax_slots
             arrays[i].n = 0
         else:
             gfmt = _stored_array(grads[i], ro)
-            # grads as API.md's table (whose rows have buffers in the params' format)
+            # grads as the dtype table (docs/reference.md) (whose rows have buffers in the params' format)
             if gfmt < 0 or not lrc_combination_supported(<lrc_format>fmt, <lrc_format>gfmt,
                                                           <lrc_format>fmt):
                 return False
@@ -540,7 +540,7 @@ cdef class StepCore:
                              grads, self.nonfinite == NONFINITE_SKIP)
                 raise AssertionError("lrcore internal error: check_counts accepted a count at "
                                      "its limit")
-            if self.rounding:       # the keys of update step_count (API.md)
+            if self.rounding:       # the keys of update step_count
                 for i in range(n):
                     arrays[i].stochastic = self.rounding
                     for j in range(4):
@@ -631,8 +631,8 @@ def step(params, grads, state, *, grad_scale=None):
     """Apply one update of `state`'s optimizer to `params`, in place; return the lr it used.
 
     params: a C-contiguous writeable ndarray (float32, float64, float16 or bfloat16), or a
-    list/tuple of them. grads: the same structure (same count and shapes; dtypes as API.md's
-    table: float32 params take float32, float16 or bfloat16 grads); never written.
+    list/tuple of them. grads: the same structure (same count and shapes; dtypes as the table of
+    docs/reference.md: float32 params take float32, float16 or bfloat16 grads); never written.
     state: an optimizer state such as lrcore.SGD(...). Update k = state.step_count uses
     lr(k); afterwards state.step_count == k + 1. grad_scale: the loss scale the grads carry;
     the update uses g / grad_scale. On any error (TypeError / ValueError naming the argument)
@@ -673,7 +673,7 @@ def step(params, grads, state, *, grad_scale=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Compact optimizer state (issue 13): test hooks over the block primitives of src/compact.h
+# Compact optimizer state: test hooks over the block primitives of src/compact.h
 # (8-bit block-wise quantization, stochastic rounding to bfloat16). They run at the vector
 # level set_vector_level selects, as the kernels do.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
@@ -786,7 +786,7 @@ def q8_dequantize(codes, absmax, object unsigned, *, bint blocks=False):
 def rounding_key(seed, step, array, slot):
     """splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ step) ^ array) ^ slot) (uint64
     wrap-around), each argument an int in [0, 2**64): the key of one array's stochastic
-    rounding in one update (COMPACT_SPEC.md)."""
+    rounding in one update (lrcore/compact.py)."""
     return lrc_rounding_key(_uint64_arg(seed, "seed"), _uint64_arg(step, "step"),
                             _uint64_arg(array, "array"), _uint64_arg(slot, "slot"))
 

@@ -231,6 +231,8 @@ BAD_ARGUMENTS = [
      ValueError, r"beta must be a finite number >= 0, got inf"),
     (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, seed=-1),
      ValueError, r"seed must be an int in \[0, 2\*\*64\), got -1"),
+    (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, seed=1.5),
+     TypeError, r"seed must be an int in \[0, 2\*\*64\), got 1.5"),
     (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10,
                                     initial_variance=-1), ValueError,
      r"initial_variance must be a finite number >= 0"),
@@ -274,6 +276,20 @@ def test_config_repr_and_serialization_round_trip(schedule):
     assert S.deserialize(S.serialize(schedule)) == schedule
     steps = np.arange(0, 300, 13)
     np.testing.assert_array_equal(S.deserialize(S.serialize(schedule))(steps), schedule(steps))
+
+
+@pytest.mark.parametrize("schedule", [c[0] for c in CASES], ids=IDS)
+def test_a_schedule_in_use_pickles_and_copies(backend, schedule):
+    """Evaluated and given to an optimizer, a schedule still pickles and deep-copies (torch
+    deep-copies param groups when loading a state_dict), and the copy gives the same rates."""
+    import copy
+    import pickle
+    steps = np.arange(0, 300, 13)
+    want = schedule(steps)
+    lrcore.SGD(lr=schedule)
+    for clone in (pickle.loads(pickle.dumps(schedule)), copy.deepcopy(schedule)):
+        assert clone == schedule
+        np.testing.assert_array_equal(clone(steps), want)
 
 
 def test_deserialize_rejects_foreign_configs():

@@ -238,6 +238,10 @@ def test_hyperparameters_are_read_only():
     assert state.momentum == 0.9
     with pytest.raises(AttributeError):
         state.momentum = 0.5
+    for option in ("propagate", "skip", "raise"):        # the options too
+        assert lrcore.Adam(nonfinite=option).nonfinite == option
+    with pytest.raises(AttributeError):
+        state.nonfinite = "skip"
 
 
 # -- half precision, grad_scale and max_grad_norm ---------------------------------------

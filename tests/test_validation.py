@@ -68,7 +68,7 @@ shared = f32(8)
 # (id, params, grads, state factory or None for each of STATES, exception, message regex)
 CASES = [
     ("float64 grads for float32 params", f32(3), f32(3).astype(np.float64), None, TypeError,
-     r"grads\[0\] must have dtype float32 or float16 or bfloat16 to match params\[0\] of "
+     r"grads\[0\] must have dtype float32, float16 or bfloat16 to match params\[0\] of "
      r"dtype float32, got float64"),
     ("float16 grads for float64 params", f32(3).astype(np.float64), f32(3).astype(np.float16),
      None, TypeError, r"grads\[0\] must have dtype float64 to match params\[0\] of dtype "
@@ -93,7 +93,7 @@ CASES = [
      None, TypeError, r"grads\[0\] must have dtype float16 to match params\[0\] of dtype "
      r"float16, got float64"),
     ("untagged uint16 grads for float32 params", f32(3), bf16(3).view(np.uint16), None,
-     TypeError, r"grads\[0\] must have dtype float32 or float16 or bfloat16 to match "
+     TypeError, r"grads\[0\] must have dtype float32, float16 or bfloat16 to match "
      r"params\[0\] of dtype float32, got uint16"),
     ("untagged uint16 params", bf16(3).view(np.uint16), bf16(3).view(np.uint16), None,
      TypeError, r"params\[0\] must have dtype float32, float64, float16 or bfloat16, got uint16"),
