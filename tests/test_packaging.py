@@ -39,7 +39,13 @@ def test_sdist_carries_the_kernel_sources_not_generated_code(dist):
     for source in ("src/_kernels.pyx", "src/kernels.pxd", "src/kernels.h", "src/kernels_impl.h",
                    "setup.py", "pyproject.toml", "lrcore/reference.py"):
         assert source in names
-    assert not any(n.endswith((".c", ".so")) for n in names)
+    assert not any(n.startswith("src/") and n.endswith(".c") or n.endswith(".so") for n in names)
+    # and everything the sdist's own tests need (.ci/dist runs them from the unpacked sdist)
+    for needed in ("LICENSE", ".ci/run", ".ci/asan", ".ci/dist", "docs/reference.md",
+                   "tests/c/portability.c", "tests/typing/readme_usage.py",
+                   "tests/data/seed001_sgd_lr0.2.txt", "benchmarks/test_bench_step.py",
+                   "lrcore/py.typed", "lrcore/__init__.pyi"):
+        assert needed in names, needed
 
 
 def test_wheel_is_binary_and_runs_without_cython(dist, tmp_path):
@@ -47,7 +53,16 @@ def test_wheel_is_binary_and_runs_without_cython(dist, tmp_path):
     assert "-linux_" in wheel.name or "-manylinux" in wheel.name or "-macosx" in wheel.name \
         or "-win" in wheel.name
     with zipfile.ZipFile(wheel) as zf:
-        assert any(n.startswith("lrcore/_kernels.") for n in zf.namelist())
+        names = zf.namelist()
+        assert any(n.startswith("lrcore/_kernels.") for n in names)
+        # typed: the marker and the stubs ship; the license too
+        assert {"lrcore/py.typed", "lrcore/__init__.pyi", "lrcore/_kernels.pyi"} <= set(names)
+        assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith("/LICENSE")
+                   for n in names), names
+        if sys.platform.startswith("linux"):     # stripped: no symbol table, no debug info
+            so = next(n for n in names if n.startswith("lrcore/_kernels."))
+            data = zf.read(so)
+            assert b".debug_info" not in data and b".symtab" not in data
     env = tmp_path / "venv"
     venv.create(env, with_pip=True)
     python = env / ("Scripts" if sys.platform == "win32" else "bin") / "python"
