@@ -504,17 +504,16 @@ typedef struct {
     { return lrc_grad_finite_body(a); }                                                     \
     target static double lrc_grad_sumsq_##sfx(const lrc_array *a, int *bad)                \
     { return lrc_grad_sumsq_body(a, bad); }
+#define LRC_LEVEL_ENTRY(sfx) {lrc_update_##sfx, lrc_grad_finite_##sfx, lrc_grad_sumsq_##sfx}
 LRC_LEVEL_FNS(portable, )
 #if LRC_X86_CONVERSIONS
 LRC_LEVEL_FNS(avx2, LRC_TARGET_AVX2)
 LRC_LEVEL_FNS(avx512, LRC_TARGET_AVX512)
-#define LRC_LEVEL_ENTRY(sfx) {lrc_update_##sfx, lrc_grad_finite_##sfx, lrc_grad_sumsq_##sfx}
 static const lrc_level_fns lrc_level_table[3] = {
     LRC_LEVEL_ENTRY(portable), LRC_LEVEL_ENTRY(avx2), LRC_LEVEL_ENTRY(avx512)};
 #define LRC_ISA_COMPILED "x86-64-v4,x86-64-v3,default"
 static const char *const lrc_isa_names[3] = {"default", "x86-64-v3", "x86-64-v4"};
 #else
-#define LRC_LEVEL_ENTRY(sfx) {lrc_update_##sfx, lrc_grad_finite_##sfx, lrc_grad_sumsq_##sfx}
 static const lrc_level_fns lrc_level_table[1] = {LRC_LEVEL_ENTRY(portable)};
 #define LRC_ISA_COMPILED "default"
 static const char *const lrc_isa_names[1] = {"default"};
