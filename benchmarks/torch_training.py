@@ -12,7 +12,7 @@ on random synthetic data (fixed seed) of two models:
     mlp          an MLP 1024-2048-2048-2048-2048-10 (ReLU), 14.7 M params, batch 64
     transformer  torch.nn.TransformerEncoder, 4 layers, d_model 256, 4 heads, feed-forward
                  1024, no dropout, mean-pooled into a linear classifier; 3.2 M params,
-                 batch 16 of 64 tokens
+                 batch 4 of 64 tokens
 
 each trained once with lrcore.torch.Adam and once with torch.optim.Adam(fused=True), with the
 same hyperparameters (lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay), from the same
@@ -72,7 +72,7 @@ SIZES = {
     "full": {
         "mlp": dict(in_features=1024, width=2048, hidden_layers=4, batch=64),
         "transformer": dict(d_model=256, heads=4, feedforward=1024, layers=4, tokens=64,
-                            batch=16),
+                            batch=4),
     },
     "quick": {
         "mlp": dict(in_features=128, width=256, hidden_layers=2, batch=16),
