@@ -39,8 +39,15 @@ Printed: a markdown table per run, one row per (model, threads):
 plus the load average (`uptime`) at the start and at the end. --contention runs the timing while
 another process (not pinned to any core) keeps one core busy.
 
+--schedstat (Linux, 2 threads and more) adds where the CPU time went, per iteration, from
+/proc/self/task/<tid>/schedstat: the time lrcore's pool workers and torch's OpenMP threads spent
+on a CPU during the step and during zero_grad + forward + backward, and how long the main
+thread waited for a CPU in each. A pool whose idle threads keep polling shows up as its
+threads' CPU time in the other's phase.
+
     python benchmarks/torch_training.py --threads 1 2
     python benchmarks/torch_training.py --threads 1 2 --contention
+    python benchmarks/torch_training.py --threads 2 --schedstat
     python benchmarks/torch_training.py --quick          # tiny models, a few seconds
 
 tests/test_torch_training_bench.py runs --quick; benchmarks/test_bench_training.py times the
@@ -138,17 +145,74 @@ def make_optimizer(name, params, **overrides):
     return torch.optim.Adam(params, fused=True, **hyper)
 
 
-def iteration(model, optimizer, batch):
-    """One training iteration; returns (seconds of the whole, seconds of optimizer.step())."""
+def iteration(model, optimizer, batch, clocks=None):
+    """One training iteration; returns (seconds of the whole, seconds of optimizer.step(),
+    usage): usage is None, or with `clocks` (ThreadClocks) their readings before zero_grad,
+    before optimizer.step() and after it."""
     x, y = batch
+    before = clocks.read() if clocks else None
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
+    forward_end = time.perf_counter()
+    between = clocks.read() if clocks else None         # not timed
     step_start = time.perf_counter()
     optimizer.step()
     end = time.perf_counter()
-    return end - start, end - step_start
+    usage = (before, between, clocks.read()) if clocks else None
+    return (forward_end - start) + (end - step_start), end - step_start, usage
+
+
+class ThreadClocks:
+    """Time on a CPU and time waiting for one (on a run queue) of groups of this process's
+    threads, from Linux's /proc/self/task/<tid>/schedstat, in ns: what torch's OpenMP
+    threads and lrcore's pool workers take from each other within an iteration."""
+
+    def __init__(self, groups):
+        self.groups = groups            # group name -> thread ids
+
+    def read(self):
+        totals = {}
+        for name, tids in self.groups.items():
+            run = wait = 0
+            for tid in tids:
+                try:
+                    with open(f"/proc/self/task/{tid}/schedstat") as f:
+                        fields = f.read().split()
+                except OSError:         # the thread has ended
+                    continue
+                run, wait = run + int(fields[0]), wait + int(fields[1])
+            totals[name] = (run, wait)
+        return totals
+
+    @classmethod
+    def discover(cls, threads):
+        """Start torch's OpenMP threads and lrcore's pool workers for `threads` and tell them
+        apart by which call started them; None where there is no schedstat, or when either
+        pool was already running (then its threads cannot be told apart)."""
+        import threading
+
+        import numpy as np
+        if threads < 2 or not os.path.exists(f"/proc/self/task/{threading.get_native_id()}"
+                                             f"/schedstat"):
+            return None
+
+        def tasks():
+            return {int(t) for t in os.listdir("/proc/self/task")}
+        before = tasks()
+        torch.set_num_threads(threads)
+        a = torch.ones(1024, 1024)
+        (a @ a).add_(1.0)               # a BLAS call and an element-wise op: both pools of torch
+        torch_tids = tasks() - before
+        lrcore.set_num_threads(threads)
+        x = np.zeros(threads * 4 * 32768, np.float32)      # enough chunks for every worker
+        lrcore.step(x, np.ones_like(x), lrcore.SGD(lr=1e-3))
+        lrcore_tids = tasks() - before - torch_tids
+        if not torch_tids or not lrcore_tids:
+            return None
+        return cls({"main": {threading.get_native_id()}, "torch threads": torch_tids,
+                    "lrcore workers": lrcore_tids})
 
 
 def check_same_updates(model, batches, steps=CHECK_STEPS, rtol=CHECK_RTOL, lrcore_overrides=None):
@@ -207,8 +271,10 @@ def sign_test_interval(values, confidence=0.95):
     return values[k - 1], values[n - k]
 
 
-def measure(model_name, sizes, threads, rounds, round_seconds, warmup, seed, progress):
-    """Time both optimizers on one model at `threads`; returns the row's figures."""
+def measure(model_name, sizes, threads, rounds, round_seconds, warmup, seed, progress,
+            clocks=None):
+    """Time both optimizers on one model at `threads`; returns the row's figures (with
+    `clocks`, also where the threads' CPU time went, under "threads")."""
     bench.set_threads(threads)
     model, batches = make_model(model_name, sizes, seed)
     disagreement = check_same_updates(model, batches)
@@ -223,15 +289,18 @@ def measure(model_name, sizes, threads, rounds, round_seconds, warmup, seed, pro
                  for k in range(warmup)]
         per_iteration[name] = statistics.median(times)
     count = max(3, round(round_seconds / max(per_iteration.values())))
-    samples = {name: {"iteration": [], "step": [], "rounds": []} for name in OPTIMIZERS}
+    samples = {name: {"iteration": [], "step": [], "rounds": [], "usage": []}
+               for name in OPTIMIZERS}
     for r in range(rounds):
         order = OPTIMIZERS if r % 2 == 0 else OPTIMIZERS[::-1]
         for name in order:
             trained, optimizer = runs[name]
-            times = [iteration(trained, optimizer, batches[k % BATCHES]) for k in range(count)]
-            samples[name]["iteration"] += [t for t, _ in times]
-            samples[name]["step"] += [s for _, s in times]
-            samples[name]["rounds"].append(statistics.median(t for t, _ in times))
+            times = [iteration(trained, optimizer, batches[k % BATCHES], clocks)
+                     for k in range(count)]
+            samples[name]["iteration"] += [t for t, _, _ in times]
+            samples[name]["step"] += [s for _, s, _ in times]
+            samples[name]["usage"] += [u for _, _, u in times]
+            samples[name]["rounds"].append(statistics.median(t for t, _, _ in times))
         progress(f"  {model_name}, {threads} thread(s): round {r + 1}/{rounds}")
     ratios = [a / b for a, b in zip(samples["lrcore"]["rounds"],
                                     samples["torch fused"]["rounds"])]
@@ -244,11 +313,47 @@ def measure(model_name, sizes, threads, rounds, round_seconds, warmup, seed, pro
         it = statistics.median(samples[name]["iteration"])
         step = statistics.median(samples[name]["step"])
         row[name] = dict(iteration=it, step=step, share=step / it)
+        if clocks:
+            row[name]["threads"] = thread_usage(samples[name]["usage"])
     row["step_ratio"] = row["lrcore"]["step"] / row["torch fused"]["step"]
     row["verdict"] = ("too few rounds" if interval is None else
                       "lrcore slower" if interval[0] > 1.0 else
                       "lrcore faster" if interval[1] < 1.0 else "same within noise")
     return row
+
+
+# what the threads table shows: (column, phase, thread group, 0 = on a CPU / 1 = waiting)
+USAGE_COLUMNS = (
+    ("step: lrcore workers on CPU", "step", "lrcore workers", 0),
+    ("step: torch threads on CPU", "step", "torch threads", 0),
+    ("step: main thread waiting", "step", "main", 1),
+    ("fwd+bwd: lrcore workers on CPU", "forward", "lrcore workers", 0),
+    ("fwd+bwd: torch threads on CPU", "forward", "torch threads", 0),
+    ("fwd+bwd: main thread waiting", "forward", "main", 1),
+)
+
+
+def thread_usage(usages):
+    """Median ms per iteration of each USAGE_COLUMNS figure."""
+    figures = {}
+    for column, phase, group, field in USAGE_COLUMNS:
+        start, end = (0, 1) if phase == "forward" else (1, 2)
+        figures[column] = statistics.median(
+            (u[end][group][field] - u[start][group][field]) / 1e6 for u in usages)
+    return figures
+
+
+def threads_table(rows):
+    lines = ["| model | threads | optimizer | " + " | ".join(c for c, *_ in USAGE_COLUMNS) + " |",
+             "|---|---|---|" + "---|" * len(USAGE_COLUMNS)]
+    for row in rows:
+        for name in OPTIMIZERS:
+            figures = row[name].get("threads")
+            if figures is None:
+                continue
+            lines.append(f"| {row['model']} | {row['threads']} | {name} | "
+                         + " | ".join(f"{figures[c]:.2f}" for c, *_ in USAGE_COLUMNS) + " |")
+    return "\n".join(lines)
 
 
 def interval_cell(interval):
@@ -314,6 +419,10 @@ def parse_args(argv=None):
                         help="untimed iterations per optimizer first (default 5; 2 with --quick)")
     parser.add_argument("--contention", action="store_true",
                         help="keep one core busy with another process while timing")
+    parser.add_argument("--schedstat", action="store_true",
+                        help="also report, per iteration, the CPU time torch's OpenMP threads "
+                             "and lrcore's pool workers take in each other's phase, and how "
+                             "long the main thread waits for a CPU (Linux; threads >= 2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.threads):
@@ -335,12 +444,18 @@ def main(argv=None, out=print, progress=None):
     out(environment())
     out(f"start: {load_average()}")
     busy = bench.busy_process(seconds=3600) if args.contention else contextlib.nullcontext()
+    # before anything starts either pool, so that their threads can be told apart
+    clocks = ThreadClocks.discover(max(args.threads)) if args.schedstat else None
+    if args.schedstat and clocks is None:
+        out("--schedstat: no /proc/<pid>/task/<tid>/schedstat, or fewer than 2 threads; "
+            "not reported")
     rows = []
     with busy:
         for model_name in args.models:
             for threads in args.threads:
                 rows.append(measure(model_name, sizes[model_name], threads, args.rounds,
-                                    args.round_seconds, args.warmup, args.seed, progress))
+                                    args.round_seconds, args.warmup, args.seed, progress,
+                                    clocks if clocks and threads > 1 else None))
     out(f"end: {load_average()}")
     out("")
     out(f"{'with one core kept busy by another process' if args.contention else 'no competing process'}"
@@ -350,6 +465,12 @@ def main(argv=None, out=print, progress=None):
         f"difference {max(r['disagreement'] for r in rows):.2f} of the float32 tolerance")
     out("")
     out(table(rows))
+    if clocks:
+        out("")
+        out("ms per iteration (medians): CPU time of each pool's threads in the step and in "
+            "zero_grad + forward + backward, and the main thread's wait for a CPU")
+        out("")
+        out(threads_table(rows))
     return rows
 
 

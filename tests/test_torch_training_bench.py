@@ -35,19 +35,27 @@ def run(*args):
     return result.stdout
 
 
-def table_rows(stdout):
-    """{(model, threads): cells} of the markdown table's data rows."""
+def markdown_table(stdout, first_columns):
+    """The data rows (lists of cells) of the markdown table whose header starts with
+    `first_columns`."""
     lines = stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    header = next(i for i, line in enumerate(lines) if line.startswith(first_columns))
     assert set(lines[header + 1]) <= set("|-")
-    rows = {}
+    width = lines[header].count("|") - 1
+    rows = []
     for line in lines[header + 2:]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert len(cells) == 11, line
-        rows[(cells[0], int(cells[2]))] = cells
+        assert len(cells) == width, line
+        rows.append(cells)
     return rows
+
+
+def table_rows(stdout):
+    """{(model, threads): cells} of the timing table."""
+    return {(cells[0], int(cells[2])): cells
+            for cells in markdown_table(stdout, "| model | params |")}
 
 
 def number(text):
@@ -80,7 +88,7 @@ def check_row(cells):
 
 
 def test_quick_table_has_a_row_per_model_and_thread_count():
-    out = run("--threads", "1", "2")
+    out = run("--threads", "1", "2", "--schedstat")
     rows = table_rows(out)
     assert set(rows) == {("mlp", 1), ("mlp", 2), ("transformer", 1), ("transformer", 2)}
     for cells in rows.values():
@@ -92,6 +100,18 @@ def test_quick_table_has_a_row_per_model_and_thread_count():
     assert re.search(r"^end: .*load average", out, re.M)
     assert "no competing process" in out
     assert "torch 2" in out and "threading pthreads" in out
+    if not os.path.exists(f"/proc/self/task/{os.getpid()}/schedstat"):
+        return
+    # --schedstat: a row per optimizer at 2 threads (1 thread has no pools to compare)
+    usage = {(cells[0], int(cells[1]), cells[2]): [float(c) for c in cells[3:]]
+             for cells in markdown_table(out, "| model | threads | optimizer |")}
+    assert set(usage) == {(m, 2, o) for m in ("mlp", "transformer")
+                          for o in ("lrcore", "torch fused")}
+    for figures in usage.values():
+        assert len(figures) == 6 and all(math.isfinite(f) and f >= 0 for f in figures)
+        # lrcore's idle workers poll for at most 50 us after a step (LRC_SPIN_NS in
+        # src/pool.h), then sleep: they take no CPU from torch's forward and backward
+        assert figures[3] <= 0.1
 
 
 def test_contention_run_reports_its_competing_process():
