@@ -21,10 +21,10 @@ lrcore.set_num_threads(n) are both set.
 
 Before timing, each model is trained a few steps with both optimizers from the same start on
 the same gradients and the parameters are compared: the updates must agree to float32 rounding
-(so the two loops do the same work), else the script stops. Then, after warm-up iterations (not timed), the optimizers
-take turns in rounds of about --round-seconds each, alternating which goes first (AB BA AB ...,
-so a slow drift of the machine's speed favours neither), --rounds times each. Each iteration is
-timed whole and its optimizer.step() alone.
+(so the two loops do the same work), else the script stops. Then, after warm-up iterations
+(not timed), the optimizers take turns in rounds of about --round-seconds each, alternating
+which goes first (AB BA AB ..., so a slow drift of the machine's speed favours neither),
+--rounds times each. Each iteration is timed whole and its optimizer.step() alone.
 
 Printed: a markdown table per run, one row per (model, threads):
 - the median ms per iteration of each optimizer over all its timed iterations;
@@ -458,8 +458,9 @@ def main(argv=None, out=print, progress=None):
                                     clocks if clocks and threads > 1 else None))
     out(f"end: {load_average()}")
     out("")
-    out(f"{'with one core kept busy by another process' if args.contention else 'no competing process'}"
-        f"; {args.rounds} rounds per optimizer of "
+    competing = ("with one core kept busy by another process" if args.contention
+                 else "no competing process")
+    out(f"{competing}; {args.rounds} rounds per optimizer of "
         f"{', '.join(str(r['iterations_per_round']) for r in rows)} iterations (by row); "
         f"after {CHECK_STEPS} steps on the same gradients the params agree, the largest "
         f"difference {max(r['disagreement'] for r in rows):.2f} of the float32 tolerance")
