@@ -327,6 +327,7 @@ USAGE_COLUMNS = (
     ("step: lrcore workers on CPU", "step", "lrcore workers", 0),
     ("step: torch threads on CPU", "step", "torch threads", 0),
     ("step: main thread waiting", "step", "main", 1),
+    ("step: lrcore workers waiting", "step", "lrcore workers", 1),
     ("fwd+bwd: lrcore workers on CPU", "forward", "lrcore workers", 0),
     ("fwd+bwd: torch threads on CPU", "forward", "torch threads", 0),
     ("fwd+bwd: main thread waiting", "forward", "main", 1),
