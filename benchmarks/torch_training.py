@@ -50,6 +50,31 @@ threads' CPU time in the other's phase.
     python benchmarks/torch_training.py --threads 2 --schedstat
     python benchmarks/torch_training.py --quick          # tiny models, a few seconds
 
+Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.36 at the start), lrcore 0.1.0
+installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY unset):
+
+| model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict |
+|---|---|---|---|---|---|---|---|---|---|---|
+| mlp | 14.7 M | 1 | 130.14 | 126.96 | 1.041 (0.991-1.118) | 0.835-1.216 | 27.73 (21 %) | 23.91 (19 %) | 1.160 | same within noise |
+| mlp | 14.7 M | 2 | 71.97 | 70.84 | 1.002 (0.994-1.017) | 0.811-1.145 | 14.76 (21 %) | 13.12 (19 %) | 1.125 | same within noise |
+| transformer | 3.2 M | 1 | 100.64 | 91.13 | 1.045 (0.936-1.196) | 0.817-1.342 | 10.78 (11 %) | 6.17 (7 %) | 1.749 | same within noise |
+| transformer | 3.2 M | 2 | 67.09 | 65.02 | 1.041 (1.017-1.066) | 0.948-1.103 | 8.53 (13 %) | 4.14 (6 %) | 2.061 | lrcore slower |
+
+lrcore.torch.Adam's step takes longer than torch's fused one (1.1-1.2x on the MLP's 10 tensors,
+1.5-2.1x on the transformer's 50), which costs 0-7 % of an iteration. The kernels are not the
+cause: lrcore.step on the same memory is faster than the fused step (transformer 4.6 vs 5.3 ms
+at 1 thread, 2.7 vs 3.7 ms at 2). The difference is lrcore.torch's Python work per param tensor
+at every step (views of each param, grad and state buffer as numpy arrays, their checks, a
+`step` tensor increment per param): about 60-100 us per tensor, 3-5 ms per step of the
+transformer. Nor do the thread pools get in each other's way (--schedstat): lrcore's idle
+workers take no CPU time during forward and backward; torch's OpenMP threads, which libgomp
+keeps polling for about 3 ms after backward, run into lrcore's step, and lrcore's worker
+waits 0.4 ms or less for a core because of it. With OMP_WAIT_POLICY=ACTIVE (or an OpenMP
+runtime that polls for long, as Intel's by default) they poll through the whole step, and
+lrcore's step at 2 threads runs at its 1-thread speed. With one core kept busy (--contention),
+torch's 2-thread iterations slow down several-fold (its OpenMP teams wait for the descheduled
+thread) and lrcore's step, whose chunks go to whichever thread runs, is the faster one.
+
 tests/test_torch_training_bench.py runs --quick; benchmarks/test_bench_training.py times the
 same iteration under pytest-benchmark.
 """
