@@ -1,0 +1,149 @@
+"""benchmarks/torch_training.py (lrcore.torch.Adam against torch's fused Adam in a training
+loop): its --quick run prints the table it should, and its like-for-like check and confidence
+interval are right. Not a speed test: the timings of tiny models on a shared machine say
+nothing, only that they are measured and reported."""
+import importlib.util
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "benchmarks", "torch_training.py")
+VERDICTS = {"lrcore slower", "lrcore faster", "same within noise"}
+TINY = ["--quick", "--rounds", "6", "--round-seconds", "0.005", "--warmup", "1"]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("lrcore_benchmarks_torch_training", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args):
+    """The script's stdout, run as a user runs it (its own process, from another cwd)."""
+    result = subprocess.run([sys.executable, SCRIPT, *TINY, *args], capture_output=True,
+                            text=True, timeout=600, cwd=os.path.dirname(SCRIPT))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def markdown_table(stdout, first_columns):
+    """The data rows (lists of cells) of the markdown table whose header starts with
+    `first_columns`."""
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith(first_columns))
+    assert set(lines[header + 1]) <= set("|-")
+    width = lines[header].count("|") - 1
+    rows = []
+    for line in lines[header + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == width, line
+        rows.append(cells)
+    return rows
+
+
+def table_rows(stdout):
+    """{(model, threads): cells} of the timing table."""
+    return {(cells[0], int(cells[2])): cells
+            for cells in markdown_table(stdout, "| model | params |")}
+
+
+def number(text):
+    value = float(text)
+    assert math.isfinite(value) and value > 0, text
+    return value
+
+
+def check_row(cells):
+    """Every figure of a row is a finite positive number and they are consistent."""
+    lrcore_ms, torch_ms = number(cells[3]), number(cells[4])
+    ratio, low, high = (number(x) for x in
+                        re.fullmatch(r"(\S+) \((\S+)-(\S+)\)", cells[5]).groups())
+    smallest, largest = (number(x) for x in cells[6].split("-"))
+    # the median of the per-round ratios lies in its interval, which (with 6 rounds: the
+    # extremes) lies within the per-round range
+    assert smallest <= low <= ratio <= high <= largest
+    for cell, iteration_ms in ((cells[7], lrcore_ms), (cells[8], torch_ms)):
+        step_ms, share = re.fullmatch(r"(\S+) \((\d+) %\)", cell).groups()
+        assert number(step_ms) <= iteration_ms * 1.0001
+        assert 0 <= int(share) <= 100
+        # the share is step / iteration before the ms were rounded to 0.01
+        rounding = 100 * 0.005 * (1 + number(step_ms) / iteration_ms) / iteration_ms
+        assert int(share) == pytest.approx(100 * number(step_ms) / iteration_ms,
+                                           abs=0.5 + rounding)
+    number(cells[9])
+    assert cells[10] in VERDICTS
+    assert cells[10] == ("lrcore slower" if low > 1 else "lrcore faster" if high < 1
+                         else "same within noise")
+
+
+def test_quick_table_has_a_row_per_model_and_thread_count():
+    out = run("--threads", "1", "2", "--schedstat")
+    rows = table_rows(out)
+    assert set(rows) == {("mlp", 1), ("mlp", 2), ("transformer", 1), ("transformer", 2)}
+    for cells in rows.values():
+        check_row(cells)
+    # the params column counts the models' parameters: the quick MLP 128-256-256-10
+    mlp_params = 128 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    assert rows[("mlp", 1)][1] == f"{mlp_params / 1e3:.1f} K"
+    assert re.search(r"^start: .*load average", out, re.M)
+    assert re.search(r"^end: .*load average", out, re.M)
+    assert "no competing process" in out
+    assert "torch 2" in out and "threading pthreads" in out
+    if not os.path.exists(f"/proc/self/task/{os.getpid()}/schedstat"):
+        return
+    # --schedstat: a row per optimizer at 2 threads (1 thread has no pools to compare)
+    usage = {(cells[0], int(cells[1]), cells[2]): [float(c) for c in cells[3:]]
+             for cells in markdown_table(out, "| model | threads | optimizer |")}
+    assert set(usage) == {(m, 2, o) for m in ("mlp", "transformer")
+                          for o in ("lrcore", "torch fused")}
+    for figures in usage.values():
+        assert len(figures) == 7 and all(math.isfinite(f) and f >= 0 for f in figures)
+        # lrcore's idle workers poll for at most 50 us after a step (LRC_SPIN_NS in
+        # src/pool.h), then sleep: they take no CPU from torch's forward and backward
+        assert figures[4] <= 0.1
+
+
+def test_contention_run_reports_its_competing_process():
+    out = run("--threads", "1", "--models", "mlp", "--contention")
+    rows = table_rows(out)
+    assert set(rows) == {("mlp", 1)}
+    check_row(rows[("mlp", 1)])
+    assert "with one core kept busy by another process" in out
+
+
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
+def test_same_hyperparameters_agree_to_float32_rounding(script, model):
+    net, batches = script.make_model(model, script.SIZES["quick"][model], seed=3)
+    worst = script.check_same_updates(net, batches)
+    assert 0 <= worst <= 1
+
+
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
+@pytest.mark.parametrize("different", [dict(lr=1.001e-3), dict(eps=1e-6),
+                                       dict(betas=(0.9, 0.99)), dict(weight_decay=1e-4)])
+def test_a_different_hyperparameter_fails_the_check(script, model, different):
+    # the check must tell optimizers apart that differ by as little as an lr 0.1 % off
+    net, batches = script.make_model(model, script.SIZES["quick"][model], seed=3)
+    with pytest.raises(AssertionError, match="disagree"):
+        script.check_same_updates(net, batches, lrcore_overrides=different)
+
+
+def test_sign_test_interval_matches_the_tables(script):
+    # the 95 % distribution-free interval of a median is the (k, n + 1 - k)-th order
+    # statistics: k = 1 for n = 6..8, 2 for 9..11, 3 for 12..14, 4 for 15..16 (Conover,
+    # Practical Nonparametric Statistics, table A3); none exists below n = 6
+    for n, k in [(6, 1), (8, 1), (9, 2), (11, 2), (12, 3), (14, 3), (15, 4), (16, 4)]:
+        values = [10.0 * i for i in range(n)][::-1]           # any order
+        assert script.sign_test_interval(values) == (10.0 * (k - 1), 10.0 * (n - k))
+    assert script.sign_test_interval([1.0] * 5) is None
