@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from lrcore import _backend
+from conftest import LEVELS
 
 kernels = _backend._kernels
 pytestmark = pytest.mark.skipif(kernels is None, reason="compiled kernels not built")
@@ -180,26 +181,9 @@ def ref_dequantize(codes, absmax, unsigned):
 
 # ---- levels ---------------------------------------------------------------------------------
 
-def runnable_levels():
-    if kernels is None:
-        return []
-    levels = []
-    for name in kernels.VECTOR_LEVELS:
-        try:
-            kernels.set_vector_level(name)
-        except ValueError:
-            continue
-        levels.append(name)
-    kernels.set_vector_level(None)
-    return levels
-
-
-LEVELS = runnable_levels()
-
-
 @pytest.fixture(params=LEVELS)
 def level(request):
-    """Run at vector level request.param, then the best again."""
+    """Run at vector level request.param (one of conftest's LEVELS), then the best again."""
     kernels.set_vector_level(request.param)
     yield request.param
     kernels.set_vector_level(None)
