@@ -4,6 +4,7 @@ A state is bound to its arrays' shapes and dtypes by its first step, which alloc
 buffers its options need. Everything a step could reject is checked before anything is
 written (lrcore._validate), so after an error params and state are exactly as they were.
 """
+import contextlib
 import math
 import numbers
 import threading
@@ -110,13 +111,21 @@ class Optimizer:
         (step_count, array_steps; skipped_steps for a skip); False if skipped for non-finite
         gradients under nonfinite="skip". The grads are used as g·(1 / grad_scale)·coef,
         coef = clip_coef if given, else this call's clipping coefficient (max_grad_norm)."""
+        if _backend.active == "cython":     # checks as _check does, in the same C call
+            return self._core.run(params, grads, lr, grad_scale, clip_coef)
+        self._check(params, grads)
+        return self._reference_update(params, grads, lr, grad_scale, clip_coef)
+
+    def _check(self, params, grads):
+        """Raise what _update(params, grads, ...) would raise before writing anything; write
+        nothing. An update of several states, all or nothing, checks each before running any."""
         core = self._core
         if _backend.active == "cython":
-            return core.run(params, grads, lr, grad_scale, clip_coef)
+            core.check(params, grads)
+            return
         _validate.check_step(params, grads, core.signature, core.buffers, core.layout)
         _validate.check_counts(core.step_count, core.skipped_steps, core.array_steps.tolist(),
                                grads, core.nonfinite == NONFINITE["skip"])
-        return self._reference_update(params, grads, lr, grad_scale, clip_coef)
 
     def _reference_update(self, params, grads, lr, grad_scale, clip_coef):
         """The numpy backend's update (after the checks), all or nothing: every array's new
@@ -171,20 +180,18 @@ class Optimizer:
                 + ([] if norm is None else [lambda: setattr(core, "last_grad_norm", norm)]))
         return True
 
-    def _update_external(self, params, grads, buffers, array_steps, lr, grad_scale=1.0,
-                         clip_coef=None, step_count=0):
-        """One update of arrays whose buffers and per-array counts live elsewhere (lrcore.torch
-        keeps them in torch.optim's state): bind the core to them for this call, run the step,
-        leave everything updated in place (array_steps incremented). Checks as a step does.
-        grad_scale and clip_coef as in _update; step_count: the update's number, which keys
-        the stochastic rounding; False if skipped (nonfinite="skip")."""
+    @contextlib.contextmanager
+    def _external(self, signature, array_steps, buffers, layout, step_count=0):
+        """Bind this state, for the `with` block, to arrays whose buffers and per-array counts
+        live elsewhere (lrcore.torch keeps them in torch.optim's state), so that _check and
+        _update run on them (_update updates them in place, array_steps incremented).
+        signature: _validate.signature_of the params; layout: self.layout of them;
+        step_count: the update's number, which keys the stochastic rounding."""
         core = self._core
         core.step_count = step_count
-        layout = self.layout([(_validate.format_of(p.dtype), p.shape) for p in params])
-        core.bind(_validate.signature_of((p.dtype, p.shape) for p in params), array_steps,
-                  buffers, layout)
+        core.bind(signature, array_steps, buffers, layout)
         try:
-            return self._update(params, grads, lr, grad_scale, clip_coef)
+            yield
         finally:
             core.unbind()
 

@@ -16,7 +16,10 @@ lrcore.torch.Adam and back, and training continues identically; an older torch's
 (param_groups lacking newer keys) gets torch's defaults when loaded, as torch does.
 
 Each step, per group, the params that have a .grad are viewed as numpy arrays (no copy) and
-updated by one compiled call. A param must be a dense (non-overlapping, gap-free) float16 /
+updated by one compiled call. The views of the params and state buffers, once checked, are
+kept for the next step, which views and checks only the grads as long as the group's params,
+options and state tensors are the same ones, at the same memory (anything else, e.g.
+load_state_dict or `p.data = ...`, makes it check everything again). A param must be a dense (non-overlapping, gap-free) float16 /
 bfloat16 / float32 / float64 / complex64 / complex128 CPU tensor in any dimension order
 (channels_last included); its grad and state buffers must have its dtype, shape and strides,
 so the element-wise update runs on their memory as flat arrays. Complex params are updated as
@@ -54,8 +57,8 @@ keyword-only `state_format=None | "float32" | "bfloat16" | "8bit"`, `param_round
 | "stochastic"`, `seed=0` and `min_8bit_size=4096`. They are kept in each param group like
 torch's hyperparameters (so groups may differ, and state_dict() carries them; a group without
 them, as one loaded from a torch.optim state_dict, has the defaults), and each step gives them
-to the lrcore state of the group, whose update lrcore.Optimizer._update_external runs on the
-tensors' memory. A param's state holds, under torch's buffer names:
+to the lrcore state of the group, whose update runs on the tensors' memory (bound to
+it by lrcore.Optimizer._external). A param's state holds, under torch's buffer names:
 - a buffer whose format is the param's own (state_format None; "float32" for float32 params):
   a tensor of the param's dtype, shape and strides, as torch.optim keeps it;
 - "float32" / "bfloat16" buffers of other params: a torch.float32 / torch.bfloat16 tensor;
@@ -66,7 +69,7 @@ Compact buffers have the param's shape and strides (a complex64 param's: those o
 view, shape + (2,), the array the update runs on), so blocks of 256 count elements in memory
 order, as lrcore's step on the flat array does. The buffers start as lrcore's
 Optimizer._new_buffers makes them, are converted once into tensors (bfloat16 through its
-int16 bit patterns) and are viewed as numpy arrays at every step, without copies. float64 and
+int16 bit patterns) and are viewed as numpy arrays, without copies. float64 and
 complex128 params refuse a compact format, and float16 params param_rounding="stochastic", as
 lrcore does. The stochastic rounding is keyed by (seed, the group's "lrcore_step_count",
 position of the param among the group's params that have a grad, buffer): a replay or a
@@ -135,6 +138,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         self._lrcore_state(defaults, _scalar(lr, "lr") if torch.is_tensor(lr) else lr)
         self.max_grad_norm = max_grad_norm
         self.last_grad_norm = None
+        self._group_views = {}      # param group index -> _GroupViews of its last step
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=False,
                         differentiable=False)
         super().__init__(params, defaults)
@@ -164,6 +168,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         # an optimizer pickled before max_grad_norm existed
         self.__dict__.setdefault("_max_grad_norm", None)
         self.__dict__.setdefault("last_grad_norm", None)
+        self._group_views = {}      # views of the tensors before the load are stale
         for group in self.param_groups:
             for key, value in self._group_defaults.items():
                 group.setdefault(key, value)
@@ -266,14 +271,14 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         changing anything: returns (check, update, grads), check() raising what the kernels
         would refuse, update(grad_scale, clip_coef) running them and storing the state it
         created, grads the group's gradients as numpy arrays; None if no param of the group
-        has a grad."""
+        has a grad.
+
+        The params and state buffers, as numpy views, are kept from one step to the next
+        (_GroupViews): a step whose group, options, params and state tensors are the ones of
+        the last step, unchanged, views and checks only the grads."""
         members = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
         if not members:
             return None
-        for i, p in members:
-            name = f"param_groups[{index}]['params'][{i}]"
-            _check_param(p, name)
-            _check_like(p.grad, p, f"{name}.grad")
         count = group.get("lrcore_step_count", 0)
         lr = group["lr"]
         if isinstance(lr, schedules.LearningRateSchedule):
@@ -281,22 +286,65 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         else:               # a tensor is read now: torch's schedulers write into it
             rate = _scalar(lr, "lr") if torch.is_tensor(lr) else lr
         state = self._lrcore_state(group, rate)
-        names = state._buffers_needed()
-        params = [_flat(p) for _, p in members]
-        grads = [_flat(p.grad) for _, p in members]
+        options = (type(state), tuple(state._buffers_needed()),
+                   *(_compact(group, key) for key in ("state_format", "min_8bit_size",
+                                                      "param_rounding")))
+        views = self._group_views.get(index)
+        if views is not None and views.valid(group, options, members, self.state):
+            grads, created = views.grads(members, index), {}
+        else:
+            views, grads, created = self._new_views(index, group, options, members, state)
+        steps = self._array_steps(views)
 
         def renamed(exc):   # lrcore's array names (tied params...) as torch users know them
             return type(exc)(_torch_names(str(exc), index, members))
 
+        def bound():
+            return state._external(views.signature, steps, views.buffers, views.layout, count)
+
+        def check():
+            try:
+                with bound():
+                    state._check(views.params, grads)
+            except (TypeError, ValueError) as exc:
+                raise renamed(exc) from None
+
+        def update(grad_scale, clip_coef):
+            try:
+                with bound():
+                    state._update(views.params, grads, rate, grad_scale, clip_coef)
+            except (TypeError, ValueError) as exc:
+                raise renamed(exc) from None
+            for p, new in created.items():
+                if new:
+                    self.state[p].update(new)
+            if views.steps is not None:
+                for step in views.steps:
+                    step += 1       # in place: a view of the param's state["step"]
+            elif self._has_step:
+                for _, p in members:
+                    self.state[p]["step"] += 1
+            group["lrcore_step_count"] = count + 1
+            self._group_views[index] = views
+        return check, update, grads
+
+    def _new_views(self, index, group, options, members, state):
+        """The full check of a group's params, grads and state (_prepare): returns
+        (_GroupViews of the group, the grads as numpy arrays, {param: the state entries this
+        step creates}), new state buffers made aside (stored by the update)."""
+        for i, p in members:
+            name = f"param_groups[{index}]['params'][{i}]"
+            _check_param(p, name)
+            _check_like(p.grad, p, f"{name}.grad")
+        names = options[1]
+        params = [_flat(p) for _, p in members]
+        grads = [_flat(p.grad) for _, p in members]
         # what each buffer is stored as, for the arrays the update runs on (lrcore's rule:
         # state_format, min_8bit_size); refuses float64 params with a compact format
         try:
             layout = state.layout([(_validate.format_of(a.dtype), a.shape) for a in params])
         except ValueError as exc:
-            raise renamed(exc) from None
-        # each param's own update count, read before this step's state exists
-        steps = np.array([self._array_step(self.state.get(p, {})) for _, p in members],
-                         dtype=np.int64)
+            raise type(exc)(_torch_names(str(exc), index, members)) from None
         created = {}        # param -> the state entries this step creates (tensors hash by id)
         for k, (i, p) in enumerate(members):
             st, new = self.state.get(p, {}), created.setdefault(p, {})
@@ -319,41 +367,35 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                     if fmt == "8bit":
                         new[absmax] = torch.from_numpy(fresh[absmax][0].copy())
 
-        def current(p, name):
-            return created[p][name] if name in created[p] else self.state[p][name]
-
-        # the update's arrays: every buffer, and with state_format="8bit" each one's absmax
-        # (an empty array for the params that keep float32 buffers, as lrcore's layout has it)
-        def array(key, k, p):
-            owner = key[:-len("_absmax")] if key.endswith("_absmax") else key
-            if owner != key and layout[owner][k][0] != "8bit":
-                return np.zeros(0, np.float32)
-            return _flat(current(p, key))
-
-        buffers = {key: [array(key, k, p) for k, (_, p) in enumerate(members)]
-                   for key in layout}
-
-        def check():
-            try:
-                _validate.check_step(params, grads, None, buffers, layout)
-            except (TypeError, ValueError) as exc:
-                raise renamed(exc) from None
-
-        def update(grad_scale, clip_coef):
-            try:
-                state._update_external(params, grads, buffers, steps, rate,
-                                       grad_scale=grad_scale, clip_coef=clip_coef,
-                                       step_count=count)
-            except (TypeError, ValueError) as exc:
-                raise renamed(exc) from None
-            for p, new in created.items():
-                if new:
-                    self.state[p].update(new)
+        # each param's state tensors the update runs on: its buffers, the absmax of each
+        # 8-bit one, and the step count; None for the absmax a buffer of another format must
+        # not have (_check_state)
+        tensors = []
+        for k, (_, p) in enumerate(members):
+            st = dict(self.state.get(p, {}), **created[p])
+            entries = [(name, st[name]) for name in names]
+            entries += [(name + "_absmax", st[name + "_absmax"] if layout[name][k][0] == "8bit"
+                         else None) for name in names]
             if self._has_step:
-                for _, p in members:
-                    self.state[p]["step"] += 1
-            group["lrcore_step_count"] = count + 1
-        return check, update, grads
+                entries.append(("step", st["step"]))
+            tensors.append(entries)
+        buffers = {key: [] for key in layout}
+        for entries in tensors:
+            entries = dict(entries)
+            for key, arrays in buffers.items():
+                # (for the params that keep float32 buffers under state_format="8bit", lrcore's
+                # layout has an empty absmax array)
+                arrays.append(np.zeros(0, np.float32) if entries[key] is None
+                              else _flat(entries[key]))
+        views = _GroupViews(group, options, members, params, buffers, layout, tensors)
+        return views, grads, created
+
+    def _array_steps(self, views):
+        """Each param's own update count (drives bias corrections / first steps), read before
+        this step: its state["step"] (0 for one this step creates)."""
+        steps = views.steps if views.steps is not None else [
+            t for entries in views.tensors for key, t, _ in entries if key == "step"]
+        return np.array([int(step) for step in steps], dtype=np.int64)
 
     def _lrcore_class_of(self, group):
         return self._lrcore_class
@@ -376,10 +418,6 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                 raise
             shown = group["betas"][int(name[6])] if name.startswith("betas[") else group.get(name)
             raise ValueError(f"{wording.format(shown)} ({exc})") from None
-
-    def _array_step(self, st):
-        """How many updates the param has had (drives bias corrections / first steps)."""
-        return int(st.get("step", 0))
 
 
 def _scalar(t, name):
@@ -532,6 +570,86 @@ def _flat(t):
     return flat.numpy()
 
 
+_PLAIN = (torch.float32, torch.float64, torch.float16)
+
+
+def _grad_view(g):
+    """_flat(g) for reading, sooner for a contiguous float16 / float32 / float64 tensor (the
+    common grad): its numpy view, reshaped to 1-D (a view, the memory being contiguous)."""
+    if g.dtype in _PLAIN and g.is_contiguous():
+        return (g.detach() if g.requires_grad else g).numpy().reshape(-1)
+    return _flat(g)
+
+
+def _memory(t):
+    """What a numpy view of tensor t depends on: its address, dtype, shape, strides and
+    conjugate / negative bits; None for a tensor lrcore does not view (sparse, not on the
+    CPU)."""
+    if t.layout is not torch.strided or not t.is_cpu:
+        return None
+    return t.data_ptr(), t.dtype, t.shape, t.stride(), t.is_conj(), t.is_neg()
+
+
+class _GroupViews:
+    """A param group's params and state buffers as checked numpy views, with the layout and
+    signature the update binds them with: what _prepare sets up at a step, kept for the next.
+
+    valid() says whether a step may use them: the same group dict and options (lrcore class,
+    buffer names, state_format, min_8bit_size, param_rounding), the same params with grads
+    in the same order, the same tensors in their state dicts, each with the memory, dtype,
+    shape and strides it had (_memory). The views keep the tensors' memory alive, so an
+    unchanged address is the same memory. Anything else (load_state_dict, a state entry
+    replaced, `p.data = ...`, a param without a grad) makes the step check everything anew.
+    """
+
+    def __init__(self, group, options, members, params, buffers, layout, tensors):
+        self.group, self.options = group, options
+        self.members = [p for _, p in members]
+        self.memory = [_memory(p) for p in self.members]
+        self.params, self.buffers, self.layout = params, buffers, layout
+        self.signature = _validate.signature_of((a.dtype, a.shape) for a in params)
+        # per param: (state key, tensor or None, its _memory) of the state entries checked
+        self.tensors = [[(key, t, t if t is None else _memory(t)) for key, t in entries]
+                        for entries in tensors]
+        self.steps = _step_views([t for entries in tensors for key, t in entries
+                                  if key == "step"])
+
+    def valid(self, group, options, members, state):
+        if group is not self.group or options != self.options \
+                or len(members) != len(self.members):
+            return False
+        for (_, p), q, memory, entries in zip(members, self.members, self.memory, self.tensors):
+            if p is not q or _memory(p) != memory:
+                return False
+            st = state.get(p, {})
+            for key, t, t_memory in entries:
+                if st.get(key) is not t or (t is not None and _memory(t) != t_memory):
+                    return False
+        return True
+
+    def grads(self, members, index):
+        """The members' grads as numpy arrays, each checked to be laid out as its param."""
+        out = []
+        for (i, p), (_, dtype, shape, stride, *_) in zip(members, self.memory):
+            g = p.grad
+            if not (g.dtype is dtype and g.shape == shape and g.stride() == stride
+                    and g.is_cpu and g.layout is torch.strided):
+                # the errors of a full check; size-1 dimensions may have other strides
+                _check_like(g, p, f"param_groups[{index}]['params'][{i}].grad")
+            out.append(_grad_view(g))
+        return out
+
+
+def _step_views(steps):
+    """numpy views of the state["step"] tensors, which the update increments through them;
+    None if there are none or one is not a 0-d float32 / float64 CPU tensor numpy can view
+    (the update then increments the tensors)."""
+    if not steps or any(t.dim() != 0 or t.dtype not in (torch.float32, torch.float64)
+                        or _memory(t) is None or t.is_neg() or t.requires_grad for t in steps):
+        return None
+    return [t.numpy() for t in steps]
+
+
 def _new_buffer(p, start):
     """A state buffer laid out as p (torch's preserve_format), every real component = start
     (a complex Adagrad sum starts at start + start·i, as torch's)."""
@@ -594,9 +712,10 @@ class SGD(_LrcoreOptimizer):
                          max_grad_norm=max_grad_norm, state_format=state_format,
                          param_rounding=param_rounding, seed=seed, min_8bit_size=min_8bit_size)
 
-    def _array_step(self, st):
+    def _array_steps(self, views):
         # torch's first momentum step is the one that finds no buffer (it copies the gradient)
-        return 0 if st.get("momentum_buffer") is None else 1
+        return np.array([0 if self.state.get(p, {}).get("momentum_buffer") is None else 1
+                         for p in views.members], dtype=np.int64)
 
 
 class Adagrad(_LrcoreOptimizer):

@@ -485,6 +485,50 @@ cdef class StepCore:
             return rate
         return state._lr_at(self.step_count)
 
+    cdef int _check(self, list params, list grads, lrc_array *arrays, Span *spans) except -1:
+        """Fill `arrays` (and `spans`) for a call on params / grads of the bound state, or
+        raise what lrcore._validate.check_step and check_counts raise; writes nothing else."""
+        cdef Py_ssize_t i
+        cdef const int64_t *steps
+        cdef bint at_limit
+        if self.signature is None:
+            raise ValueError("the state is not bound to arrays yet")
+        if not _check_and_fill(params, grads, self.slots, self.absmax_slots,
+                               self.buffer_formats, self.signature, self.array_steps,
+                               arrays, spans):
+            from lrcore._validate import check_step
+            check_step(params, grads, self.signature, self.buffers, self.layout)
+            raise AssertionError(
+                "lrcore internal error: the compiled checks rejected arrays that "
+                "lrcore._validate.check_step accepts")
+        steps = <const int64_t *>cnp.PyArray_DATA(self.array_steps)
+        at_limit = self.step_count == INT64_MAX or (
+            self.nonfinite == NONFINITE_SKIP and self.skipped_steps == INT64_MAX)
+        for i in range(len(params)):
+            at_limit = at_limit or (arrays[i].grad != NULL and steps[i] == INT64_MAX)
+        if at_limit:
+            from lrcore._validate import check_counts
+            check_counts(self.step_count, self.skipped_steps, self.array_steps.tolist(),
+                         grads, self.nonfinite == NONFINITE_SKIP)
+            raise AssertionError("lrcore internal error: check_counts accepted a count at "
+                                 "its limit")
+        return 0
+
+    def check(self, list params, list grads):
+        """Raise what run(params, grads, ...) would raise before writing anything (the checks
+        of lrcore._validate.check_step and check_counts); write nothing. A caller updating
+        several states all or nothing checks each before running any."""
+        cdef Py_ssize_t n = len(params)
+        cdef lrc_array *arrays = <lrc_array *>malloc((n + 1) * sizeof(lrc_array))
+        cdef Span *spans = <Span *>malloc((n + 1) * 8 * sizeof(Span))
+        try:
+            if arrays == NULL or spans == NULL:
+                raise MemoryError()
+            self._check(params, grads, arrays, spans)
+        finally:
+            free(arrays)
+            free(spans)
+
     def run(self, list params, list grads, double rate, double grad_scale=1.0,
             object clip_coef=None):
         """Update every array of `params` in place at `rate`, in one nogil region, and count
@@ -508,8 +552,6 @@ cdef class StepCore:
         cdef bint clips = clip_coef is None and self.max_grad_norm > 0
         cdef double sumsq = 0.0, norm = 0.0
         cdef double coef = 1.0 if clip_coef is None else <double>clip_coef
-        if self.signature is None:
-            raise ValueError("the state is not bound to arrays yet")
         if not (grad_scale > 0 and isfinite(grad_scale)):
             raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale}")
         h.lr = rate
@@ -521,25 +563,8 @@ cdef class StepCore:
                 free(spans)
                 raise MemoryError()
         try:
-            if not _check_and_fill(params, grads, self.slots, self.absmax_slots,
-                                   self.buffer_formats, self.signature, self.array_steps,
-                                   arrays, spans):
-                from lrcore._validate import check_step
-                check_step(params, grads, self.signature, self.buffers, self.layout)
-                raise AssertionError(
-                    "lrcore internal error: the compiled checks rejected arrays that "
-                    "lrcore._validate.check_step accepts")
+            self._check(params, grads, arrays, spans)
             steps = <int64_t *>cnp.PyArray_DATA(self.array_steps)
-            failed = self.step_count == INT64_MAX or (
-                self.nonfinite == NONFINITE_SKIP and self.skipped_steps == INT64_MAX)
-            for i in range(n):
-                failed = failed or (arrays[i].grad != NULL and steps[i] == INT64_MAX)
-            if failed:
-                from lrcore._validate import check_counts
-                check_counts(self.step_count, self.skipped_steps, self.array_steps.tolist(),
-                             grads, self.nonfinite == NONFINITE_SKIP)
-                raise AssertionError("lrcore internal error: check_counts accepted a count at "
-                                     "its limit")
             if self.rounding:       # the keys of update step_count
                 for i in range(n):
                     arrays[i].stochastic = self.rounding
