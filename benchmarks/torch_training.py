@@ -50,30 +50,43 @@ threads' CPU time in the other's phase.
     python benchmarks/torch_training.py --threads 2 --schedstat
     python benchmarks/torch_training.py --quick          # tiny models, a few seconds
 
-Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.36 at the start), lrcore 0.1.0
-installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY unset):
+--flush-denormal sets flush-to-zero first; the table's last column is the share of the
+lrcore-trained model's gradient values that are subnormal at the end.
+
+Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.9 at the start, 1.6 at the
+end), lrcore 0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY
+unset), --rounds 30:
 
 | model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict |
 |---|---|---|---|---|---|---|---|---|---|---|
-| mlp | 14.7 M | 1 | 130.14 | 126.96 | 1.041 (0.991-1.118) | 0.835-1.216 | 27.73 (21 %) | 23.91 (19 %) | 1.160 | same within noise |
-| mlp | 14.7 M | 2 | 71.97 | 70.84 | 1.002 (0.994-1.017) | 0.811-1.145 | 14.76 (21 %) | 13.12 (19 %) | 1.125 | same within noise |
-| transformer | 3.2 M | 1 | 100.64 | 91.13 | 1.045 (0.936-1.196) | 0.817-1.342 | 10.78 (11 %) | 6.17 (7 %) | 1.749 | same within noise |
-| transformer | 3.2 M | 2 | 67.09 | 65.02 | 1.041 (1.017-1.066) | 0.948-1.103 | 8.53 (13 %) | 4.14 (6 %) | 2.061 | lrcore slower |
+| mlp | 14.7 M | 1 | 134.36 | 126.40 | 1.014 (1.003-1.028) | 0.821-1.462 | 26.88 (20 %) | 22.52 (18 %) | 1.193 | lrcore slower |
+| mlp | 14.7 M | 2 | 70.48 | 68.27 | 1.052 (1.025-1.074) | 0.809-1.193 | 14.56 (21 %) | 12.76 (19 %) | 1.141 | lrcore slower |
+| transformer | 3.2 M | 1 | 74.25 | 73.06 | 1.014 (1.008-1.021) | 0.904-1.399 | 6.19 (8 %) | 5.52 (8 %) | 1.121 | lrcore slower |
+| transformer | 3.2 M | 2 | 44.29 | 43.83 | 1.011 (1.006-1.019) | 0.943-1.064 | 4.11 (9 %) | 3.34 (8 %) | 1.232 | lrcore slower |
 
-lrcore.torch.Adam's step takes longer than torch's fused one (1.1-1.2x on the MLP's 10 tensors,
-1.5-2.1x on the transformer's 50), which costs 0-7 % of an iteration. The kernels are not the
-cause: lrcore.step on the same memory is faster than the fused step (transformer 4.6 vs 5.3 ms
-at 1 thread, 2.7 vs 3.7 ms at 2). The difference is lrcore.torch's Python work per param tensor
-at every step (views of each param, grad and state buffer as numpy arrays, their checks, a
-`step` tensor increment per param): about 60-100 us per tensor, 3-5 ms per step of the
-transformer. Nor do the thread pools get in each other's way (--schedstat): lrcore's idle
-workers take no CPU time during forward and backward; torch's OpenMP threads, which libgomp
-keeps polling for about 3 ms after backward, run into lrcore's step, and lrcore's worker
-waits 0.4 ms or less for a core because of it. With OMP_WAIT_POLICY=ACTIVE (or an OpenMP
-runtime that polls for long, as Intel's by default) they poll through the whole step, and
-lrcore's step at 2 threads runs at its 1-thread speed. With one core kept busy (--contention),
-torch's 2-thread iterations slow down several-fold (its OpenMP teams wait for the descheduled
-thread) and lrcore's step, whose chunks go to whichever thread runs, is the faster one.
+lrcore.torch.Adam's iteration is 1-5 % slower than torch's fused one. Two causes remain:
+- Python work per step: lrcore.torch keeps each group's checked views of params and state from
+  step to step and views only the grads, but checking that the kept tensors are the same ones
+  at the same memory, and viewing the grads, costs about 0.6 ms for the transformer's 50
+  tensors (it was 3-5 ms before the views were kept).
+- Subnormal gradients (the MLP): after a few steps about 3 % of this ReLU network's gradient
+  values are subnormal, and each vector operation that reads or produces one takes a
+  microcode assist. lrcore's update computes beta1*m + (1 - beta1)*g as its reference
+  writes it, after a multiply by the gradient factor (1.0 here); torch's fused kernel
+  computes the moment as a lerp, m + (1 - beta1)*(g - m), which touches the subnormal value
+  fewer times. With flush-to-zero both steps take the same time in the loop (MLP, 1 thread:
+  22.2 / 21.6 ms; 41.8 / 31.1 ms without it).
+The kernels themselves are not slower on normal numbers (lrcore.step and the fused step on
+the same memory: 22.7 / 22.3 ms at 1 thread, 12.7 / 13.1 ms at 2, min of 20 alternating
+steps, 14.7 M elements). Nor do the thread pools get in each other's way (--schedstat):
+lrcore's idle workers take no CPU time during forward and backward; torch's OpenMP threads,
+which libgomp keeps polling for about 3 ms after backward, run into lrcore's step, and
+lrcore's worker waits 0.4 ms or less for a core because of it. With OMP_WAIT_POLICY=ACTIVE (or
+an OpenMP runtime that polls for long, as Intel's by default) they poll through the whole
+step, and lrcore's step at 2 threads runs at its 1-thread speed. With one core kept busy
+(--contention), torch's 2-thread iterations slow down several-fold (its OpenMP teams wait for
+the descheduled thread) and lrcore's step, whose chunks go to whichever thread runs, is the
+faster one.
 
 tests/test_torch_training_bench.py runs --quick; benchmarks/test_bench_training.py times the
 same iteration under pytest-benchmark.
@@ -341,10 +354,24 @@ def measure(model_name, sizes, threads, rounds, round_seconds, warmup, seed, pro
         if clocks:
             row[name]["threads"] = thread_usage(samples[name]["usage"])
     row["step_ratio"] = row["lrcore"]["step"] / row["torch fused"]["step"]
+    row["subnormal"] = subnormal_share(runs["lrcore"][0])
     row["verdict"] = ("too few rounds" if interval is None else
                       "lrcore slower" if interval[0] > 1.0 else
                       "lrcore faster" if interval[1] < 1.0 else "same within noise")
     return row
+
+
+def subnormal_share(model):
+    """The share of the model's gradient values that are subnormal (nonzero and below the
+    dtype's smallest normal number): unless flush-to-zero is set, every vector operation that
+    reads or produces one takes a microcode assist, in either optimizer's step."""
+    count = total = 0
+    for p in model.parameters():
+        if p.grad is not None:
+            g = p.grad
+            count += int(((g != 0) & (g.abs() < torch.finfo(g.dtype).tiny)).sum())
+            total += g.numel()
+    return count / max(total, 1)
 
 
 # what the threads table shows: (column, phase, thread group, 0 = on a CPU / 1 = waiting)
@@ -394,8 +421,8 @@ def table(rows):
     lines = [
         "| model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch "
         "(95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | "
-        "step lrcore / torch | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "step lrcore / torch | verdict | subnormal grads |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         ours, theirs = row["lrcore"], row["torch fused"]
@@ -406,7 +433,7 @@ def table(rows):
             f"| {row['ratio_min']:.3f}-{row['ratio_max']:.3f} "
             f"| {1e3 * ours['step']:.2f} ({100 * ours['share']:.0f} %) "
             f"| {1e3 * theirs['step']:.2f} ({100 * theirs['share']:.0f} %) "
-            f"| {row['step_ratio']:.3f} | {row['verdict']} |")
+            f"| {row['step_ratio']:.3f} | {row['verdict']} | {100 * row['subnormal']:.2f} % |")
     return "\n".join(lines)
 
 
@@ -449,6 +476,9 @@ def parse_args(argv=None):
                         help="also report, per iteration, the CPU time torch's OpenMP threads "
                              "and lrcore's pool workers take in each other's phase, and how "
                              "long the main thread waits for a CPU (Linux; threads >= 2)")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="set flush-to-zero (torch.set_flush_denormal(True)) before either "
+                             "pool starts, so that every thread computes without subnormals")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.threads):
@@ -467,6 +497,8 @@ def main(argv=None, out=print, progress=None):
     args = parse_args(argv)
     progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
     sizes = SIZES["quick" if args.quick else "full"]
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        out("--flush-denormal: this CPU has no flush-to-zero mode; not set")
     out(environment())
     out(f"start: {load_average()}")
     busy = bench.busy_process(seconds=3600) if args.contention else contextlib.nullcontext()
@@ -486,6 +518,8 @@ def main(argv=None, out=print, progress=None):
     out("")
     competing = ("with one core kept busy by another process" if args.contention
                  else "no competing process")
+    if args.flush_denormal:
+        competing += "; flush-to-zero set"
     out(f"{competing}; {args.rounds} rounds per optimizer of "
         f"{', '.join(str(r['iterations_per_round']) for r in rows)} iterations (by row); "
         f"after {CHECK_STEPS} steps on the same gradients the params agree, the largest "

@@ -85,6 +85,7 @@ def check_row(cells):
     assert cells[10] in VERDICTS
     assert cells[10] == ("lrcore slower" if low > 1 else "lrcore faster" if high < 1
                          else "same within noise")
+    assert 0 <= float(re.fullmatch(r"(\d+\.\d\d) %", cells[11])[1]) <= 100
 
 
 def test_quick_table_has_a_row_per_model_and_thread_count():
@@ -120,6 +121,22 @@ def test_contention_run_reports_its_competing_process():
     assert set(rows) == {("mlp", 1)}
     check_row(rows[("mlp", 1)])
     assert "with one core kept busy by another process" in out
+
+
+def test_flush_denormal_run_says_so_and_its_grads_hold_no_subnormal_values():
+    out = run("--threads", "1", "--models", "mlp", "--flush-denormal")
+    cells = table_rows(out)[("mlp", 1)]
+    check_row(cells)
+    assert "flush-to-zero set" in out
+    assert cells[11] == "0.00 %"
+
+
+def test_the_subnormal_share_counts_nonzero_values_below_the_smallest_normal(script):
+    model = torch.nn.Linear(2, 2)
+    tiny = torch.finfo(torch.float32).tiny
+    model.weight.grad = torch.tensor([[tiny / 4, -tiny / 2], [tiny, 0.0]])
+    model.bias.grad = torch.tensor([-tiny * 0.99, 1.0])
+    assert script.subnormal_share(model) == 3 / 6
 
 
 @pytest.mark.parametrize("model", ["mlp", "transformer"])
