@@ -688,7 +688,8 @@ class RMSprop(Optimizer):
     """RMSprop: torch.optim.RMSprop.
 
     Per element: g ← ±g + weight_decay·p;  v ← α·v + (1 − α)·g²;
-        centered: a ← α·a + (1 − α)·g, d = √(v − a²) + eps;  else d = √v + eps;
+        centered: a ← α·a + (1 − α)·g (as torch's lerp), d = √(v − a²) + eps;
+        else d = √v + eps;
         momentum: b ← momentum·b + g/d, p ← p − lr·b;  else p ← p − lr·g/d.
     Buffers: `square_avg` (v); `grad_avg` (a) when centered; `momentum_buffer` (b) when
     momentum > 0.
@@ -717,7 +718,8 @@ class Adam(Optimizer):
     """Adam: torch.optim.Adam (weight decay as an L2 term added to the gradient).
 
     Per element, with t this array's update number:
-        g ← ±g + weight_decay·p;  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²;
+        g ← ±g + weight_decay·p;  m ← β1·m + (1 − β1)·g (as torch's lerp);
+        v ← β2·v + (1 − β2)·g²;
         v̂ = max(vmax, v) (amsgrad, kept in vmax) or v;
         p ← p − (lr / (1 − β1^t))·m / (√v̂ / √(1 − β2^t) + eps).
     Buffers: `exp_avg` (m), `exp_avg_sq` (v), and `max_exp_avg_sq` (vmax) with amsgrad.

@@ -146,13 +146,25 @@ def adagrad(param, grad, sum, *, step, lr, lr_decay=0.0, weight_decay=0.0, eps=1
     param[...] = param - (real(clr) * d) / (np.sqrt(sum) + real(eps))
 
 
+def _lerp(a, x, w):
+    """A running average `a` moved toward x with weight w as torch.optim moves Adam's m and
+    centered RMSprop's average (torch's lerp), in a's dtype (w and 1 − w rounded to it):
+        a + w·(x − a) if w < 0.5, else x − (x − a)·(1 − w)
+    equal to (1 − w)·a + w·x up to rounding."""
+    real = a.dtype.type
+    w = real(w)
+    if w < 0.5:
+        return a + w * (x - a)
+    return x - (x - a) * (real(1) - w)
+
+
 def rmsprop(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, step, lr,
             alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
             maximize=False):
     """One RMSprop update of `param` in place (torch.optim.RMSprop semantics).
 
         g ← ±g (+ weight_decay·p);  v ← α·v + ((1 − α)·g)·g
-        centered: a ← α·a + (1 − α)·g,  d = √(v − a·a) + eps;  else d = √v + eps
+        centered: a ← lerp(a, g, 1 − α),  d = √(v − a·a) + eps;  else d = √v + eps
         momentum: b ← momentum·b + g/d,  p ← p − lr·b;  else p ← p − (lr·g)/d
     square_avg (v) is always written; grad_avg (a) when centered; momentum_buffer (b) when
     momentum ≠ 0. `step` is unused (RMSprop has no per-step correction); it is accepted so
@@ -164,7 +176,7 @@ def rmsprop(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, ste
         d = d + real(weight_decay) * param
     square_avg[...] = real(alpha) * square_avg + (real(1.0 - alpha) * d) * d
     if centered:
-        grad_avg[...] = real(alpha) * grad_avg + real(1.0 - alpha) * d
+        grad_avg[...] = _lerp(grad_avg, d, 1.0 - alpha)
         denom = np.sqrt(square_avg - grad_avg * grad_avg) + real(eps)
     else:
         denom = np.sqrt(square_avg) + real(eps)
@@ -184,7 +196,7 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr,
     inv_bc2_sqrt = 1 / √(1 − β2^t) (a multiply per element instead of torch's division: one
     division fewer in the kernels' divider-bound loop; equal to torch's to rounding). Then
         g ← ±g;  Adam: g ← g + weight_decay·p;  AdamW: p ← p·(1 − lr·weight_decay)
-        m ← β1·m + (1 − β1)·g;  v ← β2·v + ((1 − β2)·g)·g
+        m ← lerp(m, g, 1 − β1);  v ← β2·v + ((1 − β2)·g)·g
         v̂ = vmax ← max(vmax, v) with amsgrad (NaN propagates, as torch.maximum), else v̂ = v
         p ← p − (step_size·m) / (√v̂·inv_bc2_sqrt + eps)
     exp_avg (m), exp_avg_sq (v) are written, and max_exp_avg_sq (vmax) with amsgrad.
@@ -199,7 +211,7 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr,
         param[...] = param * real(1.0 - lr * weight_decay)
     elif weight_decay != 0:
         d = d + real(weight_decay) * param
-    exp_avg[...] = real(beta1) * exp_avg + real(1.0 - beta1) * d
+    exp_avg[...] = _lerp(exp_avg, d, 1.0 - beta1)
     exp_avg_sq[...] = real(beta2) * exp_avg_sq + (real(1.0 - beta2) * d) * d
     if amsgrad:
         np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)

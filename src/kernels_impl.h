@@ -30,6 +30,16 @@ LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
  * sign flipped when maximizing. */
 #define LRC_GRAD(i) LRC_NAME(flip_sign)(LRC_LOAD_G(g[i]) * gf, flip)
 
+/* A running average moved toward x with weight w, as torch.optim moves Adam's m and centered
+ * RMSprop's average (torch's lerp): a + w·(x − a) when w < 0.5 (low), else x − (x − a)·w1
+ * with w1 = 1 − w rounded. low is a constant of the call. Against β·a + w·x, a subnormal
+ * gradient meets one multiply fewer (each costs a microcode assist without flush-to-zero). */
+LRC_ALWAYS_INLINE LRC_REAL LRC_NAME(lerp)(LRC_REAL a, LRC_REAL x, LRC_REAL w, LRC_REAL w1,
+                                          const int low)
+{
+    return low ? a + w * (x - a) : x - (x - a) * w1;
+}
+
 /* p -= lr * d, where d is the SGD direction of torch.optim.SGD:
  *   d = ±g (+ wd·p);  b = d on the first step, else b = momentum·b + (1 − dampening)·d;
  *   d = d + momentum·b (nesterov) or b.
@@ -124,13 +134,14 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
 
 /* RMSprop (torch.optim.RMSprop):
  *   g ← ±g (+ wd·p);  v ← α·v + ((1 − α)·g)·g;
- *   centered: a ← α·a + (1 − α)·g,  d = √(v − a·a) + eps;  else d = √v + eps;
+ *   centered: a ← lerp(a, g, 1 − α),  d = √(v − a·a) + eps;  else d = √v + eps;
  *   momentum: b ← momentum·b + g/d,  p ← p − lr·b;  else p ← p − (lr·g)/d. */
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT v,
     LRC_B *LRC_RESTRICT a, LRC_B *LRC_RESTRICT b, lrc_index n,
     LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1,
-    LRC_REAL eps, LRC_REAL mom, const int has_wd, const int centered, const int has_momentum)
+    LRC_REAL alpha1_1, const int low, LRC_REAL eps, LRC_REAL mom, const int has_wd,
+    const int centered, const int has_momentum)
 {
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
@@ -140,7 +151,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
         v[i] = LRC_STORE_B(vi);
         LRC_REAL denom;
         if (centered) {
-            const LRC_REAL ai = alpha * LRC_LOAD_B(a[i]) + alpha1 * d;
+            const LRC_REAL ai = LRC_NAME(lerp)(LRC_LOAD_B(a[i]), d, alpha1, alpha1_1, low);
             a[i] = LRC_STORE_B(ai);
             denom = LRC_SQRT(vi - ai * ai) + eps;
         } else {
@@ -164,11 +175,14 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, eps = (LRC_REAL)h->eps;
     const LRC_REAL alpha = (LRC_REAL)h->alpha, alpha1 = (LRC_REAL)(1.0 - h->alpha);
+    const LRC_REAL alpha1_1 = (LRC_REAL)1 - alpha1;
+    const int low = alpha1 < (LRC_REAL)0.5;
     const LRC_REAL mom = (LRC_REAL)h->momentum;
     const int flags = (h->weight_decay != 0.0) | (h->centered ? 2 : 0) | (h->momentum != 0.0 ? 4 : 0);
 #define LRC_RMSPROP_CASE(f) \
-    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, gf, flip, wd, alpha, alpha1, eps, mom, \
-                                   (f) & 1, ((f) >> 1) & 1, ((f) >> 2) & 1); break;
+    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, gf, flip, wd, alpha, alpha1, alpha1_1, \
+                                   low, eps, mom, (f) & 1, ((f) >> 1) & 1, ((f) >> 2) & 1); \
+            break;
     switch (flags) {
     LRC_RMSPROP_CASE(0) LRC_RMSPROP_CASE(1) LRC_RMSPROP_CASE(2) LRC_RMSPROP_CASE(3)
     LRC_RMSPROP_CASE(4) LRC_RMSPROP_CASE(5) LRC_RMSPROP_CASE(6) LRC_RMSPROP_CASE(7)
@@ -179,22 +193,22 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
 /* Adam / AdamW (torch.optim.Adam, AdamW), with step_size = lr / (1 − β1^t) and
  * inv_bc2_sqrt = 1 / √(1 − β2^t) computed by the caller:
  *   g ← ±g;  L2: g ← g + wd·p;  decoupled (AdamW): p ← p·(1 − lr·wd);
- *   m ← β1·m + (1 − β1)·g;  v ← β2·v + ((1 − β2)·g)·g;
+ *   m ← lerp(m, g, 1 − β1);  v ← β2·v + ((1 − β2)·g)·g;
  *   v̂ = max(vmax, v) → vmax (amsgrad, NaN-propagating like torch.maximum) or v;
  *   p ← p − (step_size·m) / (√v̂·inv_bc2_sqrt + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
     LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n,
     LRC_REAL step_size, LRC_REAL inv_bc2_sqrt, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd,
-    LRC_REAL decay, LRC_REAL b1, LRC_REAL b1c, LRC_REAL b2, LRC_REAL b2c, LRC_REAL eps,
-    const int wd_mode, const int amsgrad)
+    LRC_REAL decay, LRC_REAL b1c, LRC_REAL b1c_1, const int low, LRC_REAL b2, LRC_REAL b2c,
+    LRC_REAL eps, const int wd_mode, const int amsgrad)
 {
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
         LRC_REAL pi = LRC_LOAD_P(p[i]);
         if (wd_mode == LRC_WD_L2) d = d + wd * pi;
         if (wd_mode == LRC_WD_DECOUPLED) pi = pi * decay;
-        const LRC_REAL mi = b1 * LRC_LOAD_B(m[i]) + b1c * d;
+        const LRC_REAL mi = LRC_NAME(lerp)(LRC_LOAD_B(m[i]), d, b1c, b1c_1, low);
         const LRC_REAL vi = b2 * LRC_LOAD_B(v[i]) + (b2c * d) * d;
         m[i] = LRC_STORE_B(mi);
         v[i] = LRC_STORE_B(vi);
@@ -217,13 +231,15 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     const LRC_REAL gf = (LRC_REAL)h->grad_factor;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, decay = (LRC_REAL)(1.0 - h->lr * h->weight_decay);
-    const LRC_REAL b1 = (LRC_REAL)h->beta1, b1c = (LRC_REAL)(1.0 - h->beta1);
+    const LRC_REAL b1c = (LRC_REAL)(1.0 - h->beta1), b1c_1 = (LRC_REAL)1 - b1c;
+    const int low = b1c < (LRC_REAL)0.5;
     const LRC_REAL b2 = (LRC_REAL)h->beta2, b2c = (LRC_REAL)(1.0 - h->beta2);
     const LRC_REAL eps = (LRC_REAL)h->eps;
     const int wd_mode = h->weight_decay == 0.0 ? LRC_WD_NONE
                       : h->decoupled_weight_decay ? LRC_WD_DECOUPLED : LRC_WD_L2;
 #define LRC_ADAM_CASE(mode, ams) LRC_NAME(adam_loop)( \
-    p, g, m, v, vmax, n, ss, inv_bc2, gf, flip, wd, decay, b1, b1c, b2, b2c, eps, mode, ams)
+    p, g, m, v, vmax, n, ss, inv_bc2, gf, flip, wd, decay, b1c, b1c_1, low, b2, b2c, eps, \
+    mode, ams)
     if (h->amsgrad) {
         if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, 1);
         else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, 1);

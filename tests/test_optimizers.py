@@ -213,6 +213,25 @@ def test_adam_first_step_moves_each_element_by_lr(backend):
     np.testing.assert_allclose(p, [-0.1, 0.1, -0.1, 0.1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("cls, beta, name, options", [
+    (lrcore.Adam, 0.9, "exp_avg", {}), (lrcore.Adam, 0.3, "exp_avg", {}),
+    (lrcore.RMSprop, 0.99, "grad_avg", dict(centered=True)),
+    (lrcore.RMSprop, 0.2, "grad_avg", dict(centered=True))])
+def test_running_averages_move_as_torch_lerp(backend, cls, beta, name, options):
+    """Adam's m and centered RMSprop's average move as torch.lerp(a, g, w), w = 1 − β, in
+    float32: a + w·(g − a) for w < 0.5, else g − (g − a)·(1 − w); subnormal gradients too."""
+    kwargs = dict(betas=(beta, 0.999)) if cls is lrcore.Adam else dict(alpha=beta)
+    state = cls(lr=1e-3, **kwargs, **options)
+    p = np.linspace(-1, 1, 6).astype(np.float32)
+    lrcore.step(p, np.array([0.5, -2.0, 3e-3, 1e-39, -7.0, 0.25], np.float32), state)
+    a = state.buffers[name][0].copy()
+    g = np.array([1.5, 4e-39, -1e-3, 2.0, -7.0, -0.125], np.float32)
+    lrcore.step(p, g, state)
+    w = np.float32(1.0 - beta)
+    want = a + w * (g - a) if w < 0.5 else g - (g - a) * (np.float32(1) - w)
+    np.testing.assert_array_equal(state.buffers[name][0], want)
+
+
 def test_adamw_decays_weights_without_touching_the_moments(backend):
     p = np.full(2, 10.0)
     state = lrcore.AdamW(lr=0.1, weight_decay=0.5)
