@@ -142,8 +142,8 @@ class LRFinderResult:
         except _Flat:
             first, last = self.lrs[lo], self.lrs[hi - 1]
             reason = (f"the smoothed loss did not decrease between lr {first:.3g} and {last:.3g} "
-                      f"(never {MIN_DECREASE:.0%} below its value at {first:.3g}): no rate in the "
-                      f"range trains; start lower (start_lr)")
+                      f"(never {MIN_DECREASE:.0%} below its value at {first:.3g}): no rate of the "
+                      f"sweep trains (if the loss rose from the start, start lower: start_lr)")
             self.suggestions, reasons = dict.fromkeys(RULES), dict.fromkeys(RULES, reason)
         self.suggestion = self.suggestions[suggest]
         self.reason = reasons[suggest]

@@ -81,6 +81,7 @@ def curves():
     yield np.exp(-5 * x) + 0.2 * (rng.random(60) < 0.1)                          # spikes
     yield np.linspace(5, 1, 40)                                                  # straight fall
     yield np.r_[np.linspace(3, 1, 20), np.linspace(1.1, 0.5, 20), np.linspace(0.6, 4, 20)]
+    yield np.r_[np.linspace(3, 1, 12), np.linspace(5, 2, 12)]      # two runs as long: the first
 
 
 @pytest.mark.parametrize("rule", list(FASTAI))
