@@ -72,7 +72,7 @@ def _suggest(lrs, losses):
     reasons = dict.fromkeys(RULES)
     if out["slide"] is None:
         reasons["slide"] = (f"slide compares slopes {SLIDE_SPAN} rates apart and needs at least "
-                            f"{SLIDE_SPAN + 1} rates after the burn-in, the curve has {n}")
+                            f"{SLIDE_SPAN + 1} rates after the burn-in, {n} are left to read")
     return out, reasons
 
 

@@ -133,6 +133,7 @@ def test_on_least_squares_every_rule_stays_below_the_divergence_point(backend, l
     assert np.all(np.diff(result.losses[falling]) < 0)
     assert all(s < bound for s in result.suggestions.values()), (result.suggestions, bound)
     assert bound / (10 * RATIO) <= result.suggestions["minimum"] < bound
+    assert result.window == (10, len(result.lrs) - 5)
     window = result.losses[10:-5]
     assert np.all(np.diff(window) < 0)
     n = len(window)
@@ -363,6 +364,19 @@ def test_bad_params_raise_before_any_work(params, exc, message):
     with pytest.raises(exc, match=message):
         lrcore.find_lr(lambda p: calls.append(1) or (1.0, [np.ones(1)]), params, lrcore.SGD())
     assert calls == []
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    (([1e-3, 1e-2], [1.0]), {}, r"lrs and losses must be 1-d arrays of the same length"),
+    (([1e-2, 1e-3], [1.0, 2.0]), {}, r"lrs must be finite, positive and increasing"),
+    (([1e-3, 1e-2], [1.0, math.nan]), {}, r"losses finite"),
+    (([1e-3, 1e-2], [1.0, 2.0]), dict(suggest="best"), r"suggest must be one of"),
+    (([1e-3, 1e-2], [1.0, 2.0]), dict(skip_start=-1), r"skip_start must be an int >= 0, got -1"),
+    (([1e-3, 1e-2], [1.0, 2.0]), dict(skip_end=1.5), r"skip_end must be an int >= 0, got 1.5"),
+])
+def test_a_recorded_curve_is_checked(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LRFinderResult(*args, **kwargs)
 
 
 def test_state_must_be_an_lrcore_state():
