@@ -226,7 +226,7 @@ def test_the_compiled_step_reads_the_factor_without_python(compiled):
         patch.setattr(lrcore.SGD, "_lr_at", refuse)
         assert lrcore.step(w, np.ones(2, np.float32), state) == 0.1 * 0.5 * 0.25
         assert lrcore.step(w, np.ones(2, np.float32), state) == 0.1 * 0.25 * 0.25
-        assert lrcore.step(w, np.ones(2, np.float32), state) == 0.004          # 0.1·0.125·0.25 floored
+        assert lrcore.step(w, np.ones(2, np.float32), state) == 0.004    # 0.003125, floored
 
 
 def test_callable_lr_is_scaled_too(backend):
