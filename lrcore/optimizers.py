@@ -337,7 +337,8 @@ class Optimizer:
 
     @property
     def current_lr(self):
-        """The learning rate the next step will use: lr evaluated at step_count."""
+        """The learning rate the next step will use: lr evaluated at step_count (a schedule's
+        or callable's value with the attached ReduceLROnPlateau's factor and floor)."""
         return self._lr_at(self._core.step_count)
 
     # -- counts and buffers ----------------------------------------------------------
