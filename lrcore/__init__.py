@@ -12,11 +12,12 @@ from lrcore._backend import get_num_threads, set_backend, set_num_threads
 from lrcore.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, python_step
 from lrcore.checkpoint import load, save
 from lrcore.lr_finder import find_lr
+from lrcore.plateau import ReduceLROnPlateau
 
 __version__ = "0.1.0"
 __all__ = ["step", "schedules", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Optimizer",
            "set_backend", "backend", "set_num_threads", "get_num_threads", "build_info",
-           "save", "load", "find_lr", "__version__"]
+           "save", "load", "find_lr", "ReduceLROnPlateau", "__version__"]
 
 
 if _backend._kernels is not None:

@@ -15,6 +15,7 @@ from lrcore.optimizers import AdamW as AdamW
 from lrcore.optimizers import Optimizer as Optimizer
 from lrcore.optimizers import RMSprop as RMSprop
 from lrcore.optimizers import _Grads, _Params
+from lrcore.plateau import ReduceLROnPlateau as ReduceLROnPlateau
 
 __version__: str
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "save",
     "load",
     "find_lr",
+    "ReduceLROnPlateau",
     "__version__",
 ]
 

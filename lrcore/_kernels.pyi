@@ -76,6 +76,8 @@ class CompiledSchedule:
 @disjoint_base
 class StepCore:
     lr: float | CompiledSchedule | None
+    lr_scale: float
+    lr_floor: float
     step_count: int
     skipped_steps: int
     last_grad_norm: float | None

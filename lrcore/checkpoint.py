@@ -4,8 +4,9 @@
     state = lrcore.load("opt.npz")      # a new state of the saved class, schedule included
 
 The file holds the optimizer's class name, lr (a number or an lrcore schedule's config),
-hyperparameters, step_count, array_steps, the bound arrays' dtypes and shapes (JSON, under
-"lrcore"), and one array per buffer ("buffer:<name>:<i>"), so resuming is exact bit for bit.
+hyperparameters, step_count, array_steps, the bound arrays' dtypes and shapes, the attached
+ReduceLROnPlateau's settings and counters (JSON, under "lrcore"), and one array per buffer
+("buffer:<name>:<i>"), so resuming is exact bit for bit.
 
 save() writes a temporary file beside the target (".<name>.lrcore-<host>-<pid>-<random>.tmp"),
 flushes it to disk, renames it over the target and flushes the directory: a process killed
@@ -72,6 +73,8 @@ def save(state, path):
               "hyperparameters": sd["hyperparameters"], "step_count": sd["step_count"],
               "skipped_steps": sd["skipped_steps"], "array_steps": sd["array_steps"],
               "arrays": sd["arrays"]}
+    if "plateau" in sd:     # a ReduceLROnPlateau's settings and counters (inf/NaN as JSON's)
+        header["plateau"] = sd["plateau"]
     if "quantization_maps" in sd:   # 8-bit state: the maps its codes index, as float32 bits
         header["quantization_maps"] = {k: m.view(np.uint32).tolist()
                                        for k, m in sd["quantization_maps"].items()}
@@ -214,6 +217,7 @@ def load(path):
             "buffers": buffers,
             **({} if maps is None else {"quantization_maps": {
                 k: np.array(v, dtype=np.uint32).view(np.float32) for k, v in maps.items()}}),
+            **({"plateau": header["plateau"]} if "plateau" in header else {}),
         })
     except _CORRUPT as exc:
         raise ValueError(f"{path} is not a valid lrcore checkpoint ({exc})") from None

@@ -69,6 +69,7 @@ class Optimizer:
             self._core = kernels.StepCore(self._kernel_kind, tuple(
                 values.get(name, 0) for name in kernels.HYPER_FIELDS), NONFINITE[nonfinite],
                 max_grad_norm or 0.0, seed, rounding)
+        self._plateau = None        # the ReduceLROnPlateau attached by its constructor
         self.lr = lr
 
     # -- the step --------------------------------------------------------------------
@@ -299,14 +300,29 @@ class Optimizer:
             self._core.lr = None
 
     def _lr_at(self, step):
+        """The rate of update number `step`: a number as it is; a schedule's or callable's
+        value scaled and floored (_scaled)."""
+        if not callable(self._lr):
+            return self._lr
+        return self._scaled(self._schedule_at(step))
+
+    def _scaled(self, value):
+        """A schedule's or callable's value as a step uses it: max(value·lr_scale, lr_floor),
+        the factor and floor of lrcore.ReduceLROnPlateau (1 and -inf without one). The same
+        double operations as StepCore.rate (src/_kernels.pyx)."""
+        core = self._core
+        rate = value * core.lr_scale
+        return core.lr_floor if rate < core.lr_floor else rate
+
+    def _schedule_at(self, step):
+        """The value of the schedule or callable `lr` at `step`, checked, before any
+        ReduceLROnPlateau factor."""
         if isinstance(self._lr, LearningRateSchedule):
             # a schedule's value is used as computed (NoisyLinearCosineDecay may dip below 0)
             value = self._lr(step)
             if not math.isfinite(value):
                 raise ValueError(f"lr schedule gave {value} at step {step}; expected a finite number")
             return value
-        if not callable(self._lr):
-            return self._lr
         value = self._lr(step)
         try:
             return _validate.real(value, f"lr({step})")
@@ -314,8 +330,15 @@ class Optimizer:
             raise type(exc)(f"{exc} (returned by the lr callable)") from None
 
     @property
+    def plateau(self):
+        """The lrcore.ReduceLROnPlateau that lowers this state's rate, or None (restored by
+        load_state_dict and lrcore.load with the rest of the state)."""
+        return self._plateau
+
+    @property
     def current_lr(self):
-        """The learning rate the next step will use: lr evaluated at step_count."""
+        """The learning rate the next step will use: lr evaluated at step_count (a schedule's
+        or callable's value with the attached ReduceLROnPlateau's factor and floor)."""
         return self._lr_at(self._core.step_count)
 
     # -- counts and buffers ----------------------------------------------------------
@@ -398,7 +421,8 @@ class Optimizer:
         the state's lock, so it is of one state that existed even while other threads step:
         {"optimizer", "lr", "hyperparameters", "step_count", "array_steps",
         "arrays": [(dtype name, shape) per param array, as bound by the first step],
-        "buffers": {name: [array per param]}}."""
+        "buffers": {name: [array per param]}}, and "plateau" (ReduceLROnPlateau.state_dict())
+        when a ReduceLROnPlateau lowers this state's rate."""
         return self._core.locked(self._state_dict_locked)
 
     def _state_dict_locked(self):
@@ -416,6 +440,7 @@ class Optimizer:
             **({"quantization_maps": {"signed": compact.dynamic_map(True).copy(),
                                       "unsigned": compact.dynamic_map(False).copy()}}
                if self._hyper["state_format"] == "8bit" else {}),
+            **({} if self._plateau is None else {"plateau": self._plateau._snapshot()}),
         }
 
     def load_state_dict(self, state_dict):
@@ -439,6 +464,10 @@ class Optimizer:
         if not isinstance(state_dict["hyperparameters"], dict):
             raise ValueError(f"state_dict['hyperparameters'] must be a dict, got "
                              f"{type(state_dict['hyperparameters']).__name__}")
+        plateau = state_dict.get("plateau")     # absent when no ReduceLROnPlateau is attached
+        if plateau is not None:
+            from lrcore.plateau import ReduceLROnPlateau
+            plateau = ReduceLROnPlateau._checked_state_dict(plateau, "state_dict['plateau']")
         fresh = type(self)(lr=state_dict["lr"], **state_dict["hyperparameters"])
         int64_max = _validate.INT64_MAX
 
@@ -505,13 +534,21 @@ class Optimizer:
                       np.array(steps, dtype=np.int64),
                       {key: [np.array(b, order="C", copy=True) for b in buffers[key]]
                        for key in layout}, layout)
+        if plateau is not None:     # the rate's factor and floor live in the core
+            core.lr_scale, core.lr_floor = plateau["lr_scale"], plateau["min_lr"]
         # under the current core's lock: a step running in another thread finishes first
-        self._core.locked(self._adopt, fresh)
+        self._core.locked(self._adopt, fresh, plateau)
 
-    def _adopt(self, fresh):
-        """Take over another state's lr, hyperparameters and core (load_state_dict)."""
+    def _adopt(self, fresh, plateau=None):
+        """Take over another state's lr, hyperparameters and core (load_state_dict), and the
+        checked ReduceLROnPlateau settings `plateau` (None: no controller stays attached)."""
         self._lr, self._hyper, self._update_hyper, self._core = \
             fresh._lr, fresh._hyper, fresh._update_hyper, fresh._core
+        if plateau is None:
+            self._plateau = None
+        else:
+            from lrcore.plateau import ReduceLROnPlateau
+            self._plateau = ReduceLROnPlateau._restored(self, self._plateau, plateau)
 
     def __repr__(self):
         args = [f"lr={self._lr!r}"] + [f"{k}={v!r}" for k, v in self._hyper.items()]
@@ -548,6 +585,7 @@ class _Core:
 
     def __init__(self, nonfinite=0, max_grad_norm=0.0):
         self.lr = None
+        self.lr_scale, self.lr_floor = 1.0, -math.inf   # lrcore.ReduceLROnPlateau's
         self.step_count = 0
         self.skipped_steps = 0
         self.nonfinite = nonfinite

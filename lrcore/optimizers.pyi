@@ -5,6 +5,7 @@ import numpy as np
 from numpy.typing import NDArray
 from typing_extensions import TypeAlias
 
+from lrcore.plateau import ReduceLROnPlateau
 from lrcore.schedules import LearningRateSchedule
 
 # What the annotations of lrcore's stubs share (private: they exist for the type checker only).
@@ -40,6 +41,8 @@ class Optimizer:
     def lr(self, value: _LR) -> None: ...
     @property
     def current_lr(self) -> float: ...
+    @property
+    def plateau(self) -> ReduceLROnPlateau | None: ...
     @property
     def step_count(self) -> int: ...
     @property

@@ -11,7 +11,7 @@ from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, NOWAIT_LOCK,
                                WAIT_LOCK)
-from libc.math cimport isfinite, sqrt
+from libc.math cimport isfinite, sqrt, INFINITY
 from libc.stdlib cimport malloc, free
 import numpy as np
 cimport numpy as cnp
@@ -347,7 +347,9 @@ cdef class StepCore:
     hyperparameters, the lr source, the counts, the bound signature and the buffers.
 
     lr is a float (a constant rate), a CompiledSchedule (evaluated here in C), or None (a
-    Python callable the state evaluates: the slow path). signature (int64: format, ndim,
+    Python callable the state evaluates: the slow path). A schedule's or callable's value v
+    is used as max(v·lr_scale, lr_floor) (lrcore.ReduceLROnPlateau sets both; 1 and -inf
+    leave v as it is); a constant rate is used as it is. signature (int64: format, ndim,
     dims... per array) is None until bind(), which the state's first step calls.
     max_grad_norm is 0 when the state does not clip; last_grad_norm is None until a step
     computed a norm.
@@ -355,6 +357,8 @@ cdef class StepCore:
     cdef readonly int kind
     cdef lrc_hyper h
     cdef public object lr
+    cdef public double lr_scale           # a schedule's value is multiplied by it,
+    cdef public double lr_floor           # then floored at this (lrcore/plateau.py)
     cdef public int64_t step_count
     cdef public int64_t skipped_steps
     cdef readonly double max_grad_norm    # 0: no clipping
@@ -399,6 +403,7 @@ cdef class StepCore:
          self.h.eps, self.h.alpha, self.h.lr_decay, self.h.nesterov, self.h.centered,
          self.h.amsgrad, self.h.decoupled_weight_decay, self.h.maximize) = hyper
         self.lr = None
+        self.lr_scale, self.lr_floor = 1.0, -INFINITY
         self.step_count = 0
         self.unbind()
 
@@ -473,7 +478,7 @@ cdef class StepCore:
         self.absmax_slots = []
 
     cdef double rate(self, object state) except? -1.0:
-        """The rate of update number step_count."""
+        """The rate of update number step_count (a schedule's scaled and floored)."""
         cdef double rate
         if type(self.lr) is float:
             return <double>self.lr
@@ -482,7 +487,9 @@ cdef class StepCore:
             if not isfinite(rate):
                 raise ValueError(f"lr schedule gave {rate} at step {self.step_count}; "
                                  f"expected a finite number")
-            return rate
+            # as Optimizer._scaled: one multiply, then the floor (the same double in Python)
+            rate = rate * self.lr_scale
+            return self.lr_floor if rate < self.lr_floor else rate
         return state._lr_at(self.step_count)
 
     cdef int _check(self, list params, list grads, lrc_array *arrays, Span *spans) except -1:
