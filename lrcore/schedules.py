@@ -783,8 +783,7 @@ def get(name, learning_rate, num_warmup_steps=None, num_training_steps=None, **k
         D/num_cycles, t_mul=1.0, m_mul=0.0 if num_cycles == 1 else 1.0), W), with
         1 ≤ D/num_cycles. HF's rate is 0 from step N on; so is this one with num_cycles = 1,
         while with other num_cycles it goes on restarting from step N (equal to HF at steps
-        0..N − 1). Restarts begin exactly at W + k·D/num_cycles, where HF's rounded
-        (num_cycles·progress) % 1 can fall just short of a restart for one step.
+        0..N − 1). The restart index is exact (CosineDecayRestarts).
     "polynomial" (lr_end=1e-7, power=1.0): Warmup(PolynomialDecay(learning_rate, N − W,
         lr_end, power), W); lr_end < learning_rate and N > W required (HF divides by N − W);
         lr_end after N (learning_rate, where HF drops to lr_end, when power = 0).

@@ -473,3 +473,25 @@ def test_cosine_decay_equals_keras(kwargs):
     steps = range(0, 170)
     want = np.array([float(keras.ops.convert_to_numpy(theirs(s))) for s in steps])
     np.testing.assert_allclose(ours(np.arange(170)), want, rtol=2e-6, atol=1e-7)
+
+
+def test_past_the_last_step_differs_from_transformers_only_where_documented():
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+
+    def hf(name, W, N, **kw):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        return transformers.get_scheduler(name, optimizer, num_warmup_steps=W,
+                                          num_training_steps=N,
+                                          scheduler_specific_kwargs=kw).lr_lambdas[0]
+    after = np.arange(101, 400)
+    for name, kw in [("linear", {}), ("cosine_with_restarts", {}), ("polynomial", {"lr_end": 1e-3}),
+                     ("warmup_stable_decay", {"num_decay_steps": 20, "min_lr_ratio": 0.25})]:
+        want = [0.1 * hf(name, 10, 100, **kw)(int(s)) for s in after]
+        np.testing.assert_allclose(S.get(name, 0.1, 10, 100, **kw)(after), want, rtol=RTOL)
+    # the cosine: HF's climbs back after step 100, lrcore's holds its trough
+    assert 0.1 * hf("cosine", 10, 100)(190) == pytest.approx(0.1)      # a full period later
+    assert S.get("cosine", 0.1, 10, 100)(190) == 0.0
+    # restarts with num_cycles = 3: HF's is 0 from step 90, lrcore's restarts
+    assert hf("cosine_with_restarts", 0, 90, num_cycles=3)(90) == 0.0
+    assert S.get("cosine_with_restarts", 0.1, 0, 90, num_cycles=3)(90) == 0.1
