@@ -1,4 +1,6 @@
-"""Learning-rate schedules: TensorFlow v1 decays / Keras 3 schedules, evaluated in compiled code.
+"""Learning-rate schedules: TensorFlow v1 decays / Keras 3 schedules, and Hugging Face
+transformers' (Linear, InverseSqrt, WarmupStableDecay; get() for get_scheduler's names),
+evaluated in compiled code.
 
 Each schedule is a small object whose value at step s (an int >= 0) is given by the formula in
 its docstring. Passed as an optimizer's `lr`, a schedule is evaluated in C inside
