@@ -69,6 +69,11 @@ class CompiledSchedule:
         boundaries: Sequence[float] | None = ...,
         values: Sequence[float] | None = ...,
         inner: CompiledSchedule | None = ...,
+        peak: float = ...,
+        timescale: float = ...,
+        stable_steps: int = ...,
+        decay_shape: int = ...,
+        has_target: bool = ...,
     ) -> None: ...
     def value(self, step: int) -> float: ...
     def values(self, steps: NDArray[np.int64]) -> NDArray[np.float64]: ...

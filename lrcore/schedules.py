@@ -1,4 +1,6 @@
-"""Learning-rate schedules: TensorFlow v1 decays / Keras 3 schedules, evaluated in compiled code.
+"""Learning-rate schedules: TensorFlow v1 decays / Keras 3 schedules, and Hugging Face
+transformers' (Linear, InverseSqrt, WarmupStableDecay; get() for get_scheduler's names),
+evaluated in compiled code.
 
 Each schedule is a small object whose value at step s (an int >= 0) is given by the formula in
 its docstring. Passed as an optimizer's `lr`, a schedule is evaluated in C inside
@@ -27,7 +29,8 @@ from lrcore import _backend, _validate
 __all__ = ["LearningRateSchedule", "Constant", "PiecewiseConstant", "ExponentialDecay",
            "NaturalExpDecay", "InverseTimeDecay", "PolynomialDecay", "CosineDecay",
            "CosineDecayRestarts", "LinearCosineDecay", "NoisyLinearCosineDecay", "Warmup",
-           "serialize", "deserialize"]
+           "serialize", "deserialize",
+           "Linear", "InverseSqrt", "WarmupStableDecay", "get"]
 
 
 class LearningRateSchedule:
@@ -138,6 +141,17 @@ def _steps(value, name, low=0.0):
         raise ValueError(f"{name} must be a finite number {f'>= {low:g}' if low else '> 0'}, "
                          f"got {shown}")
     return int(value) if isinstance(value, numbers.Integral) else number
+
+
+def _count(value, name, low=0):
+    """A whole number of steps (warmup_steps ...): an int in [low, 2**63)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {low} and < 2**63, got "
+                        f"{type(value).__name__} {_short_repr(value)}")
+    if not low <= value < 2**63:
+        shown = "an int >= 2**63" if value >= 2**63 else repr(int(value))
+        raise ValueError(f"{name} must be an int >= {low} and < 2**63, got {shown}")
+    return int(value)
 
 
 # ---- Exact arithmetic of the step-indexed schedules: src/schedules.h's lrc_* helpers, operation
@@ -390,23 +404,46 @@ class PolynomialDecay(LearningRateSchedule):
 
 
 class CosineDecay(LearningRateSchedule):
-    """lr(s) = initial · ((1 − α) · ½(1 + cos(π s'/D)) + α), s' = min(s, D), D = decay_steps."""
+    """Keras 3's CosineDecay. Without warmup_target (the default):
+        lr(s) = initial · ((1 − α) · ½(1 + cos(π s'/D)) + α),  s' = min(s, D), D = decay_steps.
+    With warmup_target, a linear warmup from initial_learning_rate to warmup_target over
+    W = warmup_steps, then the cosine decay from warmup_target, with s' = min(s, W + D):
+        s' < W:  initial + (warmup_target − initial) · s'/W
+        s' ≥ W:  warmup_target · ((1 − α) · ½(1 + cos(π (s' − W)/D)) + α).
+    As in Keras, warmup_steps is ignored when warmup_target is None."""
 
-    _arguments = ("initial_learning_rate", "decay_steps", "alpha")
+    _arguments = ("initial_learning_rate", "decay_steps", "alpha", "warmup_target",
+                  "warmup_steps")
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_target=None,
+                 warmup_steps=0):
         self.initial_learning_rate = _rate(initial_learning_rate, "initial_learning_rate")
         self.decay_steps = _steps(decay_steps, "decay_steps")
         self.alpha = _validate.real(alpha, "alpha")
+        self.warmup_target = None if warmup_target is None else _rate(warmup_target,
+                                                                      "warmup_target")
+        self.warmup_steps = _count(warmup_steps, "warmup_steps")
 
     def _fields(self):
-        return dict(initial=self.initial_learning_rate, steps=self.decay_steps, alpha=self.alpha)
+        fields = dict(initial=self.initial_learning_rate, steps=self.decay_steps,
+                      alpha=self.alpha)
+        if self.warmup_target is not None:
+            fields.update(has_target=True, peak=self.warmup_target,
+                          warmup_steps=self.warmup_steps)
+        return fields
 
     def _reference(self, s):
         D = float(self.decay_steps)
-        done = np.minimum(s, D) / D
-        cosine = 0.5 * (1.0 + np.cos(math.pi * done))
-        return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
+        if self.warmup_target is None:
+            done = np.minimum(s, D) / D
+            cosine = 0.5 * (1.0 + np.cos(math.pi * done))
+            return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
+        W, target = float(self.warmup_steps), self.warmup_target
+        clamped = np.minimum(s, D + W)
+        ramp = (target - self.initial_learning_rate) * (clamped / max(W, 1.0)) \
+            + self.initial_learning_rate
+        cosine = 0.5 * (1.0 + np.cos(math.pi * ((clamped - W) / D)))
+        return np.where(clamped < W, ramp, target * ((1.0 - self.alpha) * cosine + self.alpha))
 
 
 class CosineDecayRestarts(LearningRateSchedule):
@@ -609,6 +646,263 @@ def _warmup_depth(schedule):
     return depth
 
 
+# ---- Schedules of current training recipes (Hugging Face transformers' names) ----------------
+
+class Linear(LearningRateSchedule):
+    """lr(s) = initial + (end − initial) · s/D for s < D = decay_steps; end_learning_rate from
+    D on (the end rate itself, not a rounded initial + (end − initial))."""
+
+    _arguments = ("initial_learning_rate", "end_learning_rate", "decay_steps")
+
+    def __init__(self, initial_learning_rate, end_learning_rate, decay_steps):
+        self.initial_learning_rate = _rate(initial_learning_rate, "initial_learning_rate")
+        self.end_learning_rate = _rate(end_learning_rate, "end_learning_rate")
+        self.decay_steps = _steps(decay_steps, "decay_steps")
+
+    def _fields(self):
+        return dict(initial=self.initial_learning_rate, end=self.end_learning_rate,
+                    steps=self.decay_steps)
+
+    def _reference(self, s):
+        D, lr0 = float(self.decay_steps), self.initial_learning_rate
+        return np.where(s >= D, self.end_learning_rate,
+                        lr0 + (self.end_learning_rate - lr0) * (s / D))
+
+
+INVERSE_SQRT_TIMESCALE = 10_000     # Hugging Face's timescale when there is no warmup
+
+
+class InverseSqrt(LearningRateSchedule):
+    """Hugging Face's get_inverse_sqrt_schedule, with W = warmup_steps:
+        s < W:  peak · s/W
+        s ≥ W:  peak / √((s + T − W)/T) = peak · √(W/s),  T = W.
+    With warmup_steps = 0 there is no warmup and T is Hugging Face's default timescale,
+    10 000: lr(s) = peak · √(10000/(s + 10000))."""
+
+    _arguments = ("peak_learning_rate", "warmup_steps")
+
+    def __init__(self, peak_learning_rate, warmup_steps):
+        self.peak_learning_rate = _rate(peak_learning_rate, "peak_learning_rate")
+        self.warmup_steps = _count(warmup_steps, "warmup_steps")
+
+    @property
+    def _timescale(self):
+        return float(self.warmup_steps or INVERSE_SQRT_TIMESCALE)
+
+    def _fields(self):
+        return dict(peak=self.peak_learning_rate, warmup_steps=self.warmup_steps,
+                    timescale=self._timescale)
+
+    def _reference(self, s):
+        W, T, peak = self.warmup_steps, self._timescale, self.peak_learning_rate
+        ramp = peak * (s / float(max(W, 1)))
+        after = np.maximum(s, W).astype(np.float64)     # the decay's steps, never 0 for W > 0
+        decay = peak * (1.0 / np.sqrt((after + (T - float(W))) / T))
+        return np.where(s < W, ramp, decay)
+
+
+DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
+
+
+class WarmupStableDecay(LearningRateSchedule):
+    """Warmup-stable-decay (WSD), as Hugging Face's get_wsd_schedule. With W, S, D the
+    warmup, stable and decay steps, p = (s − W − S)/D the fraction of the decay elapsed:
+        s < W:              initial + (peak − initial) · s/W
+        W ≤ s < W + S:      peak
+        W + S ≤ s < W+S+D:  end + (peak − end) · g(p),  g = 1 − p ("linear"),
+                            ½(1 + cos πp) ("cosine") or 1 − √p ("1-sqrt")
+        s ≥ W + S + D:      end.
+    Hugging Face's min_lr_ratio m is end = initial = m · peak (its warmup starts at m · peak).
+    W + S + D must be below 2**63."""
+
+    _arguments = ("peak_learning_rate", "warmup_steps", "stable_steps", "decay_steps", "decay",
+                  "end_learning_rate", "initial_learning_rate")
+
+    def __init__(self, peak_learning_rate, warmup_steps, stable_steps, decay_steps,
+                 decay="linear", end_learning_rate=0.0, initial_learning_rate=0.0):
+        self.peak_learning_rate = _rate(peak_learning_rate, "peak_learning_rate")
+        self.warmup_steps = _count(warmup_steps, "warmup_steps")
+        self.stable_steps = _count(stable_steps, "stable_steps")
+        self.decay_steps = _count(decay_steps, "decay_steps")
+        if self.warmup_steps + self.stable_steps + self.decay_steps >= 2**63:
+            raise ValueError(f"warmup_steps + stable_steps + decay_steps must be < 2**63, got "
+                             f"{self.warmup_steps + self.stable_steps + self.decay_steps}")
+        if not isinstance(decay, str) or decay not in DECAY_SHAPES:
+            raise ValueError(f"decay must be 'linear', 'cosine' or '1-sqrt', got "
+                             f"{_short_repr(decay)}")
+        self.decay = decay
+        self.end_learning_rate = _rate(end_learning_rate, "end_learning_rate")
+        self.initial_learning_rate = _rate(initial_learning_rate, "initial_learning_rate")
+
+    def _fields(self):
+        return dict(peak=self.peak_learning_rate, warmup_steps=self.warmup_steps,
+                    stable_steps=self.stable_steps, steps=float(self.decay_steps),
+                    decay_shape=DECAY_SHAPES.index(self.decay), end=self.end_learning_rate,
+                    initial=self.initial_learning_rate)
+
+    def _reference(self, s):
+        W, S, D = self.warmup_steps, self.stable_steps, self.decay_steps
+        peak, end, lr0 = self.peak_learning_rate, self.end_learning_rate, self.initial_learning_rate
+        ramp = lr0 + (peak - lr0) * (s / float(max(W, 1)))
+        into_decay = s - W - S                      # no overflow: W + S < 2**63, s >= 0
+        p = np.clip(into_decay, 0, D).astype(np.float64) / float(max(D, 1))
+        if self.decay == "cosine":
+            g = 0.5 * (1.0 + np.cos(math.pi * p))
+        elif self.decay == "1-sqrt":
+            g = 1.0 - np.sqrt(p)
+        else:
+            g = 1.0 - p
+        decayed = np.where(into_decay >= D, end, end + (peak - end) * g)
+        return np.where(s < W, ramp, np.where(into_decay < 0, peak, decayed))
+
+
+# get(): Hugging Face's scheduler names, each with the keywords its get_*_schedule takes
+HF_SCHEDULES = {
+    "linear": (), "cosine": ("num_cycles",), "cosine_with_restarts": ("num_cycles",),
+    "polynomial": ("lr_end", "power"), "constant": (), "constant_with_warmup": (),
+    "inverse_sqrt": (), "cosine_with_min_lr": ("num_cycles", "min_lr", "min_lr_rate"),
+    "warmup_stable_decay": ("num_decay_steps", "num_stable_steps", "warmup_type",
+                            "decay_type", "min_lr_ratio", "num_cycles"),
+}
+
+
+def get(name, learning_rate, num_warmup_steps=None, num_training_steps=None, **kwargs):
+    """The lrcore schedule of Hugging Face's `transformers.get_scheduler(name, optimizer,
+    num_warmup_steps, num_training_steps, scheduler_specific_kwargs=kwargs)` for an optimizer
+    whose lr is learning_rate: at every step 0..num_training_steps its value is
+    learning_rate × the multiplier of Hugging Face's LambdaLR. W = num_warmup_steps,
+    N = num_training_steps, D = max(1, N − W):
+
+    "constant": Constant (num_warmup_steps and num_training_steps unused, as in HF).
+    "constant_with_warmup": Warmup(Constant(learning_rate), W).
+    "linear": WarmupStableDecay(learning_rate, W, 0, max(N − W, 0)); 0 after N, as HF.
+    "cosine" (num_cycles=0.5), "cosine_with_min_lr" (num_cycles=0.5, min_lr or min_lr_rate,
+        one of them required): Warmup(CosineDecay(learning_rate, D/(2·num_cycles),
+        alpha=min_lr_rate), W), with 0 < num_cycles ≤ 0.5. After the cosine's trough
+        (step W + D/(2·num_cycles), N for the default 0.5) the rate holds its minimum, where
+        HF's multiplier follows the cosine back up.
+    "cosine_with_restarts" (num_cycles=1): Warmup(CosineDecayRestarts(learning_rate,
+        D/num_cycles, t_mul=1.0, m_mul=0.0 if num_cycles == 1 else 1.0), W), with
+        1 ≤ D/num_cycles. HF's rate is 0 from step N on; so is this one with num_cycles = 1,
+        while with other num_cycles it goes on restarting from step N (equal to HF at steps
+        0..N − 1). The restart index is exact (CosineDecayRestarts).
+    "polynomial" (lr_end=1e-7, power=1.0): Warmup(PolynomialDecay(learning_rate, N − W,
+        lr_end, power), W); lr_end < learning_rate and N > W required (HF divides by N − W);
+        lr_end after N (learning_rate, where HF drops to lr_end, when power = 0).
+    "inverse_sqrt": InverseSqrt(learning_rate, W) (HF's timescale: W, or 10 000 for W = 0).
+    "warmup_stable_decay" (num_decay_steps required; num_stable_steps, default
+        N − W − num_decay_steps; decay_type="cosine", min_lr_ratio=0, warmup_type="linear",
+        num_cycles=0.5): WarmupStableDecay(learning_rate, W, num_stable_steps,
+        num_decay_steps, decay_type, min_lr_ratio·learning_rate, min_lr_ratio·learning_rate).
+        Only HF's linear warmup and, for the cosine decay, num_cycles = 0.5 have an lrcore
+        equivalent; num_stable_steps must be >= 0.
+
+    A required argument left None is a ValueError naming it (HF's message); a keyword the
+    named schedule does not take is a TypeError; an argument outside the ranges above a
+    ValueError naming it."""
+    if not isinstance(name, str) or name not in HF_SCHEDULES:
+        raise ValueError(f"name must be one of {list(HF_SCHEDULES)}, got {_short_repr(name)}")
+    lr = _rate(learning_rate, "learning_rate")
+    unknown = [k for k in kwargs if k not in HF_SCHEDULES[name]]
+    if unknown:
+        raise TypeError(f"{name!r} takes no keyword {unknown[0]!r}; its keywords are "
+                        f"{list(HF_SCHEDULES[name])}")
+    if name == "constant":
+        return Constant(lr)
+
+    def required(value, argument):
+        if value is None:
+            raise ValueError(f"{name} requires `{argument}`, please provide that argument.")
+        return _count(value, argument)
+
+    W = required(num_warmup_steps, "num_warmup_steps")
+    if name == "constant_with_warmup":
+        return Warmup(Constant(lr), W)
+    if name == "inverse_sqrt":
+        return InverseSqrt(lr, W)
+    if name == "warmup_stable_decay":
+        return _hf_wsd(lr, W, num_training_steps, **kwargs)
+    N = required(num_training_steps, "num_training_steps")
+    D = max(1, N - W)
+    if name == "linear":
+        return WarmupStableDecay(lr, W, 0, max(N - W, 0), "linear")
+    if name in ("cosine", "cosine_with_min_lr"):
+        cycles = _validate.real(kwargs.get("num_cycles", 0.5), "num_cycles")
+        if not 0 < cycles <= 0.5:
+            raise ValueError(f"num_cycles must be > 0 and <= 0.5 (a cosine down to its trough),"
+                             f" got {cycles!r}")
+        alpha = 0.0
+        if name == "cosine_with_min_lr":
+            alpha = _min_lr_rate(lr, kwargs.get("min_lr"), kwargs.get("min_lr_rate"))
+        steps = D if cycles == 0.5 else D / (2.0 * cycles)
+        return Warmup(CosineDecay(lr, steps, alpha=alpha), W)
+    if name == "cosine_with_restarts":
+        cycles = _validate.real(kwargs.get("num_cycles", 1), "num_cycles")
+        if not 0 < cycles <= D:
+            raise ValueError(f"num_cycles must be > 0 and <= max(1, num_training_steps - "
+                             f"num_warmup_steps) = {D} (restarts at least one step long), "
+                             f"got {cycles!r}")
+        first = D if cycles == 1 else D / cycles
+        return Warmup(CosineDecayRestarts(lr, first, t_mul=1.0,
+                                          m_mul=0.0 if cycles == 1 else 1.0), W)
+    # polynomial
+    lr_end = _rate(kwargs.get("lr_end", 1e-7), "lr_end")
+    power = _validate.real(kwargs.get("power", 1.0), "power")
+    if not lr > lr_end:
+        raise ValueError(f"lr_end ({lr_end}) must be smaller than learning_rate ({lr})")
+    if N <= W:
+        raise ValueError(f"num_training_steps must be > num_warmup_steps = {W} for "
+                         f"'polynomial', got {N}")
+    return Warmup(PolynomialDecay(lr, N - W, end_learning_rate=lr_end, power=power), W)
+
+
+def _min_lr_rate(lr, min_lr, min_lr_rate):
+    """cosine_with_min_lr's floor as a fraction of lr, from exactly one of its keywords."""
+    if min_lr is not None and min_lr_rate is not None:
+        raise ValueError("Only one of min_lr or min_lr_rate should be set")
+    if min_lr is not None:
+        min_lr = _rate(min_lr, "min_lr")
+        if lr == 0:
+            raise ValueError("learning_rate must be > 0 when min_lr is given (min_lr_rate = "
+                             "min_lr / learning_rate)")
+        return min_lr / lr
+    if min_lr_rate is None:
+        raise ValueError("cosine_with_min_lr requires `min_lr` or `min_lr_rate`, please "
+                         "provide one of them.")
+    return _validate.real(min_lr_rate, "min_lr_rate")
+
+
+def _hf_wsd(lr, W, num_training_steps, num_decay_steps=None, num_stable_steps=None,
+            warmup_type="linear", decay_type="cosine", min_lr_ratio=0.0, num_cycles=0.5):
+    """get("warmup_stable_decay", ...): Hugging Face's get_wsd_schedule."""
+    if num_decay_steps is None:
+        raise ValueError("warmup_stable_decay requires `num_decay_steps`, please provide that "
+                         "argument.")
+    D = _count(num_decay_steps, "num_decay_steps")
+    if num_training_steps is None and num_stable_steps is None:
+        raise ValueError("warmup_stable_decay requires `num_training_steps` or "
+                         "`num_stable_steps`, please provide one of them.")
+    if num_stable_steps is None:
+        N = _count(num_training_steps, "num_training_steps")
+        if N < W + D:
+            raise ValueError(f"num_training_steps must be >= num_warmup_steps + "
+                             f"num_decay_steps = {W + D} when num_stable_steps is not given, "
+                             f"got {N}")
+        num_stable_steps = N - W - D
+    if warmup_type != "linear":
+        raise ValueError(f"warmup_type must be 'linear' (the warmup lrcore's WarmupStableDecay "
+                         f"has), got {_short_repr(warmup_type)}")
+    if not isinstance(decay_type, str) or decay_type not in DECAY_SHAPES:
+        raise ValueError(f"decay_type must be 'linear', 'cosine' or '1-sqrt', got "
+                         f"{_short_repr(decay_type)}")
+    if decay_type == "cosine" and _validate.real(num_cycles, "num_cycles") != 0.5:
+        raise ValueError(f"num_cycles must be 0.5 (a half cosine to the end rate), got "
+                         f"{num_cycles!r}")
+    floor = lr * _validate.real(min_lr_ratio, "min_lr_ratio")
+    return WarmupStableDecay(lr, W, num_stable_steps, D, decay=decay_type,
+                             end_learning_rate=floor, initial_learning_rate=floor)
+
+
 def _short_repr(obj):
     """repr bounded in length and depth: a hostile config's repr must not recurse deeply."""
     return _REPR.repr(obj)
@@ -621,7 +915,8 @@ _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 200, 200
 SCHEDULES = {cls.__name__: cls for cls in (
     Constant, PiecewiseConstant, ExponentialDecay, NaturalExpDecay, InverseTimeDecay,
     PolynomialDecay, CosineDecay, CosineDecayRestarts, LinearCosineDecay,
-    NoisyLinearCosineDecay, Warmup)}
+    NoisyLinearCosineDecay, Warmup,
+    Linear, InverseSqrt, WarmupStableDecay)}
 
 
 def serialize(schedule):

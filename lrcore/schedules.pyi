@@ -19,6 +19,10 @@ __all__ = [
     "Warmup",
     "serialize",
     "deserialize",
+    "Linear",
+    "InverseSqrt",
+    "WarmupStableDecay",
+    "get",
 ]
 
 MAX_WARMUP_NESTING: int
@@ -77,8 +81,11 @@ class CosineDecay(LearningRateSchedule):
     initial_learning_rate: float
     decay_steps: float
     alpha: float
+    warmup_target: float | None
+    warmup_steps: int
     def __init__(
-        self, initial_learning_rate: float, decay_steps: float, alpha: float = ...
+        self, initial_learning_rate: float, decay_steps: float, alpha: float = ...,
+        warmup_target: float | None = ..., warmup_steps: int = ...,
     ) -> None: ...
 
 class CosineDecayRestarts(LearningRateSchedule):
@@ -123,6 +130,44 @@ class Warmup(LearningRateSchedule):
         initial_learning_rate: float = ..., mode: Literal["linear", "constant"] = ...,
     ) -> None: ...
 
+INVERSE_SQRT_TIMESCALE: int
+DECAY_SHAPES: tuple[str, ...]
+HF_SCHEDULES: dict[str, tuple[str, ...]]
+
+class Linear(LearningRateSchedule):
+    initial_learning_rate: float
+    end_learning_rate: float
+    decay_steps: float
+    def __init__(
+        self, initial_learning_rate: float, end_learning_rate: float, decay_steps: float
+    ) -> None: ...
+
+class InverseSqrt(LearningRateSchedule):
+    peak_learning_rate: float
+    warmup_steps: int
+    def __init__(self, peak_learning_rate: float, warmup_steps: int) -> None: ...
+
+class WarmupStableDecay(LearningRateSchedule):
+    peak_learning_rate: float
+    warmup_steps: int
+    stable_steps: int
+    decay_steps: int
+    decay: Literal["linear", "cosine", "1-sqrt"]
+    end_learning_rate: float
+    initial_learning_rate: float
+    def __init__(
+        self, peak_learning_rate: float, warmup_steps: int, stable_steps: int, decay_steps: int,
+        decay: Literal["linear", "cosine", "1-sqrt"] = ..., end_learning_rate: float = ...,
+        initial_learning_rate: float = ...,
+    ) -> None: ...
+
+def get(
+    name: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                  "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr",
+                  "warmup_stable_decay"],
+    learning_rate: float, num_warmup_steps: int | None = ..., num_training_steps: int | None = ...,
+    **kwargs: Any,
+) -> LearningRateSchedule: ...
 def normal_noise(seed: int, steps: int | NDArray[np.integer[Any]]) -> NDArray[np.float64]: ...
 def serialize(schedule: LearningRateSchedule) -> dict[str, Any]: ...
 def deserialize(config: dict[str, Any]) -> LearningRateSchedule: ...

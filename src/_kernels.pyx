@@ -76,7 +76,8 @@ cdef enum:
 # Schedule kinds, in the order of lrc_schedule_kind.
 SCHEDULE_KINDS = ("Constant", "PiecewiseConstant", "ExponentialDecay", "NaturalExpDecay",
                   "InverseTimeDecay", "PolynomialDecay", "CosineDecay", "CosineDecayRestarts",
-                  "LinearCosineDecay", "NoisyLinearCosineDecay", "Warmup")
+                  "LinearCosineDecay", "NoisyLinearCosineDecay", "Warmup",
+                  "Linear", "InverseSqrt", "WarmupStableDecay")
 
 
 cdef class CompiledSchedule:
@@ -92,7 +93,9 @@ cdef class CompiledSchedule:
                  double num_periods=0, double t_mul=0, double m_mul=0,
                  double initial_variance=0, double variance_decay=0, bint staircase=False,
                  bint cycle=False, bint linear=False, unsigned long long seed=0,
-                 boundaries=None, values=None, CompiledSchedule inner=None):
+                 boundaries=None, values=None, CompiledSchedule inner=None,
+                 double peak=0, double timescale=0, int64_t stable_steps=0, int decay_shape=0,
+                 bint has_target=False):
         cdef cnp.ndarray b, v
         self.s.kind = <lrc_schedule_kind><int>SCHEDULE_KINDS.index(kind)
         self.s.initial, self.s.steps, self.s.rate, self.s.end = initial, steps, rate, end
@@ -104,6 +107,8 @@ cdef class CompiledSchedule:
         self.s.boundaries = self.s.values = NULL
         self.s.count = 0
         self.s.inner = NULL
+        self.s.peak, self.s.timescale, self.s.stable_steps = peak, timescale, stable_steps
+        self.s.decay_shape, self.s.has_target = decay_shape, has_target
         self._keep = []
         if kind == "PiecewiseConstant":
             b = np.ascontiguousarray(boundaries, dtype=np.float64)

@@ -15,8 +15,12 @@
 typedef enum {
     LRC_CONSTANT, LRC_PIECEWISE_CONSTANT, LRC_EXPONENTIAL_DECAY, LRC_NATURAL_EXP_DECAY,
     LRC_INVERSE_TIME_DECAY, LRC_POLYNOMIAL_DECAY, LRC_COSINE_DECAY, LRC_COSINE_DECAY_RESTARTS,
-    LRC_LINEAR_COSINE_DECAY, LRC_NOISY_LINEAR_COSINE_DECAY, LRC_WARMUP
+    LRC_LINEAR_COSINE_DECAY, LRC_NOISY_LINEAR_COSINE_DECAY, LRC_WARMUP,
+    LRC_LINEAR, LRC_INVERSE_SQRT, LRC_WARMUP_STABLE_DECAY
 } lrc_schedule_kind;
+
+/* Shapes of WarmupStableDecay's decay phase, g(p) for the fraction p of it elapsed. */
+enum { LRC_DECAY_LINEAR, LRC_DECAY_COSINE, LRC_DECAY_1_SQRT };
 
 typedef struct lrc_schedule {
     lrc_schedule_kind kind;
@@ -37,6 +41,12 @@ typedef struct lrc_schedule {
     const double *values;
     int64_t count;
     const struct lrc_schedule *inner;    /* warmup: the wrapped schedule */
+    double peak;             /* InverseSqrt / WarmupStableDecay: peak_learning_rate;
+                              * CosineDecay: warmup_target (when has_target) */
+    double timescale;        /* InverseSqrt: T of the decay √(T/(s + T − W)) */
+    int64_t stable_steps;    /* WarmupStableDecay */
+    int decay_shape;         /* WarmupStableDecay: LRC_DECAY_* */
+    int has_target;          /* CosineDecay: a warmup to warmup_target (Keras 3) */
 } lrc_schedule;
 
 #define LRC_PI 3.14159265358979323846
@@ -251,6 +261,14 @@ static double lrc_schedule_value(const lrc_schedule *s, int64_t step_count)
         return (s->initial - s->end) * pow(base, s->power) + s->end;
     }
     case LRC_COSINE_DECAY: {
+        if (s->has_target) {    /* Keras 3: step clamped to W + D, warmup then decay */
+            const double W = (double)s->warmup_steps;
+            const double clamped = fmin(step, s->steps + W);
+            if (clamped < W)
+                return (s->peak - s->initial) * (clamped / W) + s->initial;
+            const double decayed = 0.5 * (1.0 + cos(LRC_PI * ((clamped - W) / s->steps)));
+            return s->peak * ((1.0 - s->alpha) * decayed + s->alpha);
+        }
         const double done = fmin(step, s->steps) / s->steps;
         return s->initial * ((1.0 - s->alpha) * 0.5 * (1.0 + cos(LRC_PI * done)) + s->alpha);
     }
@@ -278,6 +296,31 @@ static double lrc_schedule_value(const lrc_schedule *s, int64_t step_count)
             return s->initial + (target - s->initial) * (step / (double)s->warmup_steps);
         }
         return lrc_schedule_value(s->inner, step_count - s->warmup_steps);
+    case LRC_LINEAR:            /* the end rate itself from D on */
+        if (step >= s->steps) return s->end;
+        return s->initial + (s->end - s->initial) * (step / s->steps);
+    case LRC_INVERSE_SQRT:      /* Hugging Face's operations: peak / √((s + T − W)/T) */
+        if (step_count < s->warmup_steps)
+            return s->peak * (step / (double)s->warmup_steps);
+        return s->peak * (1.0 / sqrt((step + (s->timescale - (double)s->warmup_steps))
+                                     / s->timescale));
+    case LRC_WARMUP_STABLE_DECAY: {
+        /* phases by differences of int64 counts: W + S + D < 2**63 is checked at construction */
+        if (step_count < s->warmup_steps)
+            return s->initial + (s->peak - s->initial) * (step / (double)s->warmup_steps);
+        const int64_t into_stable = step_count - s->warmup_steps;
+        if (into_stable < s->stable_steps) return s->peak;
+        const int64_t into_decay = into_stable - s->stable_steps;
+        if ((double)into_decay >= s->steps) return s->end;
+        const double p = (double)into_decay / s->steps;
+        double g;
+        switch (s->decay_shape) {
+        case LRC_DECAY_COSINE: g = 0.5 * (1.0 + cos(LRC_PI * p)); break;
+        case LRC_DECAY_1_SQRT: g = 1.0 - sqrt(p); break;
+        default: g = 1.0 - p;
+        }
+        return s->end + (s->peak - s->end) * g;
+    }
     }
     return NAN;
 }

@@ -14,6 +14,9 @@ cdef extern from "schedules.h" nogil:
         LRC_LINEAR_COSINE_DECAY
         LRC_NOISY_LINEAR_COSINE_DECAY
         LRC_WARMUP
+        LRC_LINEAR
+        LRC_INVERSE_SQRT
+        LRC_WARMUP_STABLE_DECAY
 
     ctypedef struct lrc_schedule:
         lrc_schedule_kind kind
@@ -38,5 +41,10 @@ cdef extern from "schedules.h" nogil:
         const double *values
         int64_t count
         const lrc_schedule *inner
+        double peak
+        double timescale
+        int64_t stable_steps
+        int decay_shape
+        int has_target
 
     double lrc_schedule_value(const lrc_schedule *s, int64_t step)

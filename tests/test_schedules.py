@@ -301,7 +301,8 @@ def test_warmup_config_nests_the_inner_schedule():
     config = S.Warmup(S.CosineDecay(1.0, 10), 5).get_config()
     assert config == {"schedule": {"class_name": "CosineDecay",
                                    "config": {"initial_learning_rate": 1.0, "decay_steps": 10,
-                                              "alpha": 0.0}},
+                                              "alpha": 0.0, "warmup_target": None,
+                                              "warmup_steps": 0}},
                       "warmup_steps": 5, "initial_learning_rate": 0.0, "mode": "linear"}
 
 
