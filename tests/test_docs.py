@@ -92,11 +92,11 @@ def documented_callables():
               for name in ("buffer_values", "layout", "state_dict", "load_state_dict")]
     items += [(f"`lrcore.{name}`", getattr(lrcore, name))
               for name in ("set_backend", "set_num_threads", "get_num_threads", "build_info",
-                           "save", "load", "find_lr")]
+                           "save", "load", "find_lr", "ReduceLROnPlateau")]
     items += [("`LRFinderResult.plot`", LRFinderResult.plot)]
     items += [(f"`lrcore.schedules.{name}`", cls) for name, cls in schedules.SCHEDULES.items()]
     items += [(f"`lrcore.schedules.{name}`", getattr(schedules, name))
-              for name in ("serialize", "deserialize")]
+              for name in ("serialize", "deserialize", "get")]
     items += [(f"`lrcore.reference.{name}`", getattr(reference, name))
               for name in ("sgd", "adagrad", "rmsprop", "adam", "adamw")]
     return items

@@ -55,7 +55,7 @@ def test_ci_runs_the_readme_commands():
     setup, torch_step, further = code_blocks("bash")[:3]
     commands = setup.strip().splitlines()
     assert len(commands) == 2
-    assert "torch==" in torch_step and "[plot,compact]" in torch_step
+    assert "torch==" in torch_step and "[plot,compact,peers]" in torch_step
     ci = (ROOT / ".ci" / "run").read_text()
     for command in commands + [torch_step.strip()] + further.strip().splitlines():
         assert command in ci
@@ -107,19 +107,26 @@ def test_readme_examples_run_alone_and_print_what_they_say(compiled, capsys):
 
 def check_find_lr_example(namespace):
     """What the find_lr example and the paragraph after it say, recomputed in float64: the
-    sweep went past 2/λmax and stopped early; its loss was lowest past 2/λmax, 4× that ended
-    it; suggestion and steepest are below 2/λmax, and SGD at the suggestion trains."""
+    sweep went past 2/λmax and stopped early, 4× its minimum ending it; "minimum" is a tenth of
+    the lowest loss read (past 2/λmax), every rule's rate is below 2/λmax, valley's is far
+    inside the range, and SGD trains at minimum's rate (to 1.47) and less at valley's (403)."""
     result, Xs, ys = namespace["result"], namespace["Xs"].astype(np.float64), namespace["ys"]
     bound = 2 / np.linalg.eigvalsh(Xs.T @ Xs / len(ys)).max()
-    assert result.stopped_early
-    assert result.lrs[-1] > bound > result.suggestion and result.steepest < bound
-    lowest = np.argmin(result.losses)
-    assert result.lrs[lowest] > bound and f"{result.lrs[lowest]:.3g}" == "0.115"
-    assert result.losses[-1] > 4 * result.losses[lowest] and len(result.lrs) < 100
+    assert result.stopped_early and result.rule == "minimum"
+    assert result.lrs[-1] > bound > max(result.suggestions.values())
+    lo, hi = result.window                      # the rates the rules read
+    lowest = lo + int(np.argmin(result.losses[lo:hi]))
+    assert result.lrs[lowest] > bound and f"{result.lrs[lowest]:.3g}" == "0.0658"
+    assert result.suggestion == result.lrs[lowest] / 10
+    assert result.losses[-1] > 4 * result.losses.min() and len(result.lrs) < 100
     loss = lambda w: 0.5 * np.mean((Xs @ w - ys) ** 2)
     start, end = loss(np.zeros(8)), loss(namespace["w0"].astype(np.float64))
-    assert f"{start:.0f} -> {end:.2f}" == "3483 -> 0.44" and end < start / 1000
+    assert f"{start:.0f} -> {end:.2f}" == "3483 -> 1.47" and end < start / 1000
     assert namespace["sgd"].step_count == 100 and namespace["sgd"].lr == result.suggestion
+    w, valley = np.zeros(8, np.float32), namespace["lrcore"].SGD(lr=result.suggestions["valley"])
+    for _ in range(100):
+        namespace["lrcore"].step([w], namespace["fn"]([w])[1], valley)
+    assert f"{loss(w.astype(np.float64)):.0f}" == "403"
 
 
 def test_readme_mixed_precision_example_prints_what_it_says(compiled, capsys):

@@ -93,10 +93,12 @@ def fn(params: list[NDArray[np.float32]]) -> tuple[float, list[NDArray[np.floati
 
 
 w0 = np.zeros(8, np.float32)
-result = lrcore.find_lr(fn, [w0], lrcore.SGD())
+result = lrcore.find_lr(fn, [w0], lrcore.SGD(), suggest="minimum")
 assert_type(result, LRFinderResult)
-assert_type(result.suggestion, float)
-assert_type(result.steepest, float)
+assert_type(result.suggestion, float | None)
+assert_type(result.steepest, float | None)
+assert_type(result.suggestions, dict[str, float | None])
+assert result.suggestion is not None, result.reason
 assert_type(result.lrs, NDArray[np.float64])
 assert_type(result.stopped_early, bool)
 assert isinstance(result.suggestion, float) and result.lrs.dtype == np.float64
