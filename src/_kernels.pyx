@@ -26,6 +26,7 @@ from kernels cimport (lrc_hyper, lrc_array, lrc_kind, lrc_format, LRC_FLOAT32, L
                       lrc_rounding_key)
 from lrcore._validate import BFLOAT16_BITS, BUFFER_FORMATS, BUFFER_SLOTS, FORMATS
 from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value
+from schedules cimport LRC_ONE_CYCLE, LRC_CYCLIC, LRC_SEQUENCE
 
 cdef extern from "overlap.h" nogil:
     ctypedef struct lrc_span "lrc_span":
@@ -77,6 +78,8 @@ cdef enum:
 SCHEDULE_KINDS = ("Constant", "PiecewiseConstant", "ExponentialDecay", "NaturalExpDecay",
                   "InverseTimeDecay", "PolynomialDecay", "CosineDecay", "CosineDecayRestarts",
                   "LinearCosineDecay", "NoisyLinearCosineDecay", "Warmup")
+# kinds named by their enum member: their place in the tuple above does not matter
+EXTRA_SCHEDULE_KINDS = {"OneCycle": LRC_ONE_CYCLE, "Cyclic": LRC_CYCLIC, "Sequence": LRC_SEQUENCE}
 
 
 cdef class CompiledSchedule:
@@ -92,9 +95,15 @@ cdef class CompiledSchedule:
                  double num_periods=0, double t_mul=0, double m_mul=0,
                  double initial_variance=0, double variance_decay=0, bint staircase=False,
                  bint cycle=False, bint linear=False, unsigned long long seed=0,
-                 boundaries=None, values=None, CompiledSchedule inner=None):
+                 boundaries=None, values=None, CompiledSchedule inner=None,
+                 double lr_low=0, double lr_high=0, double lr_min=0, tuple ends=(),
+                 bint anneal_cos=False, double total_size=0, double step_ratio=0,
+                 double gamma=0, int cyclic_mode=0, list pieces=None, starts=None):
         cdef cnp.ndarray b, v
-        self.s.kind = <lrc_schedule_kind><int>SCHEDULE_KINDS.index(kind)
+        if kind in EXTRA_SCHEDULE_KINDS:
+            self.s.kind = <lrc_schedule_kind><int>EXTRA_SCHEDULE_KINDS[kind]
+        else:
+            self.s.kind = <lrc_schedule_kind><int>SCHEDULE_KINDS.index(kind)
         self.s.initial, self.s.steps, self.s.rate, self.s.end = initial, steps, rate, end
         self.s.warmup_steps = warmup_steps
         self.s.power, self.s.alpha, self.s.beta = power, alpha, beta
@@ -119,6 +128,47 @@ cdef class CompiledSchedule:
                 raise TypeError("Warmup needs the inner schedule")
             self.s.inner = &inner.s
             self._keep = [inner]
+        self._init_cyclic(kind, lr_low, lr_high, lr_min, ends, anneal_cos, total_size,
+                          step_ratio, gamma, cyclic_mode, pieces, starts)
+
+    cdef _init_cyclic(self, str kind, double lr_low, double lr_high, double lr_min, tuple ends,
+                      bint anneal_cos, double total_size, double step_ratio, double gamma,
+                      int cyclic_mode, list pieces, starts):
+        """OneCycle's, Cyclic's and Sequence's fields; a Sequence keeps its pieces and the
+        array of their struct pointers alive."""
+        cdef cnp.ndarray starts_array, pointers
+        cdef size_t *address
+        cdef Py_ssize_t i
+        self.s.lr_low, self.s.lr_high, self.s.lr_min = lr_low, lr_high, lr_min
+        self.s.ends[0] = self.s.ends[1] = self.s.ends[2] = 0.0
+        self.s.phases = 0
+        self.s.anneal_cos = anneal_cos
+        self.s.total_size, self.s.step_ratio, self.s.gamma = total_size, step_ratio, gamma
+        self.s.cyclic_mode = cyclic_mode
+        self.s.pieces = NULL
+        self.s.starts = NULL
+        if kind == "OneCycle":
+            if not 2 <= len(ends) <= 3:
+                raise ValueError("OneCycle needs 2 or 3 phase end steps")
+            for i in range(len(ends)):
+                self.s.ends[i] = ends[i]
+            self.s.phases = len(ends)
+        elif kind == "Sequence":
+            if pieces is None or starts is None:
+                raise TypeError("Sequence needs its pieces and boundaries")
+            starts_array = np.ascontiguousarray(starts, dtype=np.int64)
+            if starts_array.ndim != 1 or len(pieces) != starts_array.shape[0] + 1:
+                raise ValueError("pieces must hold one more entry than boundaries")
+            if starts_array.shape[0] and (starts_array[0] < 0 or np.any(np.diff(starts_array) < 0)):
+                raise ValueError("boundaries must be steps >= 0 in non-decreasing order")
+            pointers = np.empty(len(pieces), dtype=np.uintp)
+            address = <size_t *>cnp.PyArray_DATA(pointers)
+            for i in range(len(pieces)):
+                address[i] = <size_t>&(<CompiledSchedule?>pieces[i]).s
+            self.s.pieces = <const lrc_schedule *const *>cnp.PyArray_DATA(pointers)
+            self.s.starts = <const int64_t *>cnp.PyArray_DATA(starts_array)
+            self.s.count = starts_array.shape[0]
+            self._keep = [list(pieces), starts_array, pointers]
 
     def value(self, int64_t step):
         """The schedule at one step."""

@@ -14,6 +14,9 @@ cdef extern from "schedules.h" nogil:
         LRC_LINEAR_COSINE_DECAY
         LRC_NOISY_LINEAR_COSINE_DECAY
         LRC_WARMUP
+        LRC_ONE_CYCLE
+        LRC_CYCLIC
+        LRC_SEQUENCE
 
     ctypedef struct lrc_schedule:
         lrc_schedule_kind kind
@@ -38,5 +41,17 @@ cdef extern from "schedules.h" nogil:
         const double *values
         int64_t count
         const lrc_schedule *inner
+        double lr_low
+        double lr_high
+        double lr_min
+        double ends[3]
+        int phases
+        int anneal_cos
+        double total_size
+        double step_ratio
+        double gamma
+        int cyclic_mode
+        const lrc_schedule *const *pieces
+        const int64_t *starts
 
     double lrc_schedule_value(const lrc_schedule *s, int64_t step)
