@@ -79,7 +79,7 @@ SCHEDULE_KINDS = ("Constant", "PiecewiseConstant", "ExponentialDecay", "NaturalE
                   "InverseTimeDecay", "PolynomialDecay", "CosineDecay", "CosineDecayRestarts",
                   "LinearCosineDecay", "NoisyLinearCosineDecay", "Warmup")
 # kinds named by their enum member: their place in the tuple above does not matter
-EXTRA_SCHEDULE_KINDS = {"OneCycle": LRC_ONE_CYCLE, "Cyclic": LRC_CYCLIC, "Sequence": LRC_SEQUENCE}
+_EXTRA_SCHEDULE_KINDS = {"OneCycle": LRC_ONE_CYCLE, "Cyclic": LRC_CYCLIC, "Sequence": LRC_SEQUENCE}
 
 
 cdef class CompiledSchedule:
@@ -100,8 +100,8 @@ cdef class CompiledSchedule:
                  bint anneal_cos=False, double total_size=0, double step_ratio=0,
                  double gamma=0, int cyclic_mode=0, list pieces=None, starts=None):
         cdef cnp.ndarray b, v
-        if kind in EXTRA_SCHEDULE_KINDS:
-            self.s.kind = <lrc_schedule_kind><int>EXTRA_SCHEDULE_KINDS[kind]
+        if kind in _EXTRA_SCHEDULE_KINDS:
+            self.s.kind = <lrc_schedule_kind><int>_EXTRA_SCHEDULE_KINDS[kind]
         else:
             self.s.kind = <lrc_schedule_kind><int>SCHEDULE_KINDS.index(kind)
         self.s.initial, self.s.steps, self.s.rate, self.s.end = initial, steps, rate, end
