@@ -873,8 +873,8 @@ class Sequence(LearningRateSchedule):
         self.boundaries = boundaries
         if _warmup_depth(self) > MAX_WARMUP_NESTING:
             raise ValueError(f"schedules must not nest Warmups and Sequences more than "
-                             f"{MAX_WARMUP_NESTING} deep, got more than "
-                             f"{MAX_WARMUP_NESTING - 1} nested levels inside a piece")
+                             f"{MAX_WARMUP_NESTING} deep, got a piece with "
+                             f"{MAX_WARMUP_NESTING} or more nested levels")
 
     def _fields(self):
         return dict(pieces=[piece._compiled() for piece in self.schedules],
