@@ -83,7 +83,7 @@ def torch_rates(make, steps):
         warnings.simplefilter("ignore")     # stepping the scheduler without optimizer steps
         scheduler = make(optimizer)
         out = []
-        for s in steps:
+        for s in map(int, steps):       # Python ints: torch's arithmetic on them, not numpy's
             if s != scheduler.last_epoch:
                 scheduler.last_epoch = s - 1
                 try:
