@@ -15,8 +15,8 @@ closed forms.
     state = lrcore.SGD(lr=lr)
 
 Every schedule has get_config() / from_config(config) (Keras style) and a repr that
-rebuilds it; serialize() / deserialize() handle any of them, Warmup's inner schedule
-included.
+rebuilds it; serialize() / deserialize() handle any of them, Warmup's inner schedule and
+Sequence's pieces included.
 """
 import math
 import numbers
@@ -30,7 +30,8 @@ __all__ = ["LearningRateSchedule", "Constant", "PiecewiseConstant", "Exponential
            "NaturalExpDecay", "InverseTimeDecay", "PolynomialDecay", "CosineDecay",
            "CosineDecayRestarts", "LinearCosineDecay", "NoisyLinearCosineDecay", "Warmup",
            "serialize", "deserialize",
-           "Linear", "InverseSqrt", "WarmupStableDecay", "get"]
+           "Linear", "InverseSqrt", "WarmupStableDecay", "get",
+           "OneCycle", "Cyclic", "Sequence"]
 
 
 class LearningRateSchedule:
@@ -597,7 +598,8 @@ class Warmup(LearningRateSchedule):
             raise ValueError(f"warmup_steps must be an int >= 0 and < 2**63, got {shown}")
         if _warmup_depth(schedule) >= MAX_WARMUP_NESTING:
             raise ValueError(f"schedule must not nest Warmups more than {MAX_WARMUP_NESTING} "
-                             f"deep, got {MAX_WARMUP_NESTING} nested Warmups inside this one")
+                             f"deep (Warmups and Sequences count together), got "
+                             f"{MAX_WARMUP_NESTING} nested levels inside this one")
         if mode not in ("linear", "constant"):
             raise ValueError(f"mode must be 'linear' or 'constant', got {mode!r}")
         self.schedule = schedule
@@ -639,10 +641,21 @@ class Warmup(LearningRateSchedule):
 
 
 def _warmup_depth(schedule):
-    """How many Warmups are nested in `schedule` (0 for any other schedule), iteratively."""
-    depth = 0
-    while isinstance(schedule, Warmup):
-        depth, schedule = depth + 1, schedule.schedule
+    """How many Warmups and Sequences are nested in `schedule` (0 for any other schedule):
+    1 + the depth of a Warmup's schedule or of a Sequence's deepest piece. Level by level,
+    without recursion, each distinct object once per level (shared pieces do not multiply
+    the work), stopping past MAX_WARMUP_NESTING."""
+    depth, level = 0, [schedule]
+    while depth <= MAX_WARMUP_NESTING:
+        nested = [node for node in level if isinstance(node, (Warmup, Sequence))]
+        if not nested:
+            break
+        depth += 1
+        inner = {}
+        for node in nested:
+            for child in [node.schedule] if isinstance(node, Warmup) else node.schedules:
+                inner[id(child)] = child
+        level = list(inner.values())
     return depth
 
 
@@ -912,11 +925,292 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 200, 200
 
 
+# ---- torch's cyclical rates and optax's join_schedules ---------------------------------------
+
+def _positive(value, name):
+    """A finite real number > 0, as a float."""
+    number = _validate.real(value, name, low=-math.inf)
+    if not number > 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {number!r}")
+    return number
+
+
+def _count(value, name, low, high):
+    """An int in [low, high] (numpy integers included): TypeError for another type,
+    ValueError outside the range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        shown = f"{value}" if abs(value) < 2**80 else "an int out of range"
+        raise ValueError(f"{name} must be an int >= {low} and <= {_power_of_two(high)}, "
+                         f"got {shown}")
+    return int(value)
+
+
+def _power_of_two(n):
+    """n shown as 2**k or 2**k - 1 when it is one of those."""
+    for k in range(1, 65):
+        if n == 2**k:
+            return f"2**{k}"
+        if n == 2**k - 1:
+            return f"2**{k} - 1"
+    return str(n)
+
+
+def _libm(function, x):
+    """`function` (a math-module function: the C library's, which src/schedules.h calls)
+    applied to each element of a float64 array: numpy's own cos and pow may differ from the
+    C library's in the last bit, and one-cycle's cos(πp) + 1 cancels near its end."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.fromiter(map(function, x.ravel().tolist()), np.float64, x.size).reshape(x.shape)
+
+
+def _anneal(cosine, start, end, pct):
+    """torch's OneCycleLR._annealing_cos / _annealing_linear on an array of fractions."""
+    if cosine:
+        cos_out = _libm(math.cos, math.pi * pct) + 1.0
+        return end + (start - end) / 2.0 * cos_out
+    return (end - start) * pct + start
+
+
+class OneCycle(LearningRateSchedule):
+    """The learning rate of torch.optim.lr_scheduler.OneCycleLR (momentum cycling is not
+    part of it: it is a learning-rate schedule). With T = total_steps, p = pct_start,
+    initial = max_learning_rate / div_factor and minimum = initial / final_div_factor, the
+    phases end at torch's steps
+        two phases:   e1 = p·T − 1, e2 = T − 1
+        three_phase:  e1 = p·T − 1, e2 = 2p·T − 2, e3 = T − 1
+    (p·T and 2p·T rounded to doubles as torch does). At step s the first phase k with s ≤ e_k
+    (the last phase otherwise) runs from step e_(k−1) (0 for the first) with
+    f = (s − e_(k−1)) / (e_k − e_(k−1)):
+        lr(s) = anneal(from_k, to_k, f),
+        anneal "cos": to + (from − to)/2 · (cos(πf) + 1);  "linear": (to − from)·f + from,
+    phases initial → max → minimum, or with three_phase initial → max → initial → minimum.
+    Each value is torch's double at steps 0 … T − 1 (the same operations in the same order);
+    from step T on the rate stays at its final value lr(T − 1) (torch's scheduler raises
+    past step T). p·T = 1 (torch divides 0 by 0 at step 0) is a ValueError, as is any
+    total_steps above 2**53, where steps stop being exact doubles."""
+
+    _arguments = ("max_learning_rate", "total_steps", "pct_start", "anneal", "div_factor",
+                  "final_div_factor", "three_phase")
+
+    def __init__(self, max_learning_rate, total_steps, pct_start=0.3, anneal="cos",
+                 div_factor=25.0, final_div_factor=1e4, three_phase=False):
+        self.max_learning_rate = _rate(max_learning_rate, "max_learning_rate")
+        self.total_steps = _count(total_steps, "total_steps", 1, 2**53)
+        self.pct_start = _validate.real(pct_start, "pct_start", high=1.0)
+        if anneal not in ("cos", "linear"):
+            raise ValueError(f"anneal must be 'cos' or 'linear', got {_short_repr(anneal)}")
+        self.anneal = anneal
+        self.div_factor = _positive(div_factor, "div_factor")
+        self.final_div_factor = _positive(final_div_factor, "final_div_factor")
+        self.three_phase = _validate.flag(three_phase, "three_phase")
+        if float(self.pct_start * self.total_steps) == 1.0:
+            raise ValueError(f"pct_start * total_steps must not be 1 (the first phase would "
+                             f"end at step 0, a division of 0 by 0), got pct_start="
+                             f"{self.pct_start!r} with total_steps={self.total_steps}")
+        if not math.isfinite(self._initial()):
+            raise ValueError(f"div_factor must leave max_learning_rate / div_factor finite, "
+                             f"got {self.div_factor!r}")
+
+    def _initial(self):
+        return self.max_learning_rate / self.div_factor
+
+    def _ends(self):
+        """torch's phase end steps, computed as torch computes them."""
+        T, p = self.total_steps, self.pct_start
+        if self.three_phase:
+            return (float(p * T) - 1, float(2 * p * T) - 2, float(T - 1))
+        return (float(p * T) - 1, float(T - 1))
+
+    def _rates(self):
+        """(from, to) of each phase."""
+        initial = self._initial()
+        minimum = initial / self.final_div_factor
+        top = self.max_learning_rate
+        if self.three_phase:
+            return ((initial, top), (top, initial), (initial, minimum))
+        return ((initial, top), (top, minimum))
+
+    def _fields(self):
+        initial = self._initial()
+        return dict(lr_low=initial, lr_high=self.max_learning_rate,
+                    lr_min=initial / self.final_div_factor, ends=self._ends(),
+                    anneal_cos=self.anneal == "cos")
+
+    def _reference(self, s):
+        n = np.minimum(s, self.total_steps - 1).astype(np.float64)
+        out = np.empty(s.shape)
+        done = np.zeros(s.shape, dtype=bool)
+        ends, start_step = self._ends(), 0.0
+        for i, (end_step, (start, end)) in enumerate(zip(ends, self._rates())):
+            take = ~done & ((n <= end_step) | (i == len(ends) - 1))
+            pct = (n[take] - start_step) / (end_step - start_step)
+            out[take] = _anneal(self.anneal == "cos", start, end, pct)
+            done |= take
+            start_step = end_step
+        return out
+
+
+_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+class Cyclic(LearningRateSchedule):
+    """The learning rate of torch.optim.lr_scheduler.CyclicLR (its momentum cycling and
+    custom scale_fn are not part of it). With up = step_size_up, down = step_size_down (up
+    when None), L = up + down and r = up / L:
+        c = ⌊1 + s/L⌋,  x = 1 + s/L − c,
+        h = x / r when x ≤ r, else (x − 1) / (r − 1),
+        lr(s) = base + (max − base) · h · g,
+        g = 1 ("triangular"), 1 / 2^(c−1) ("triangular2"), gamma^s ("exp_range"),
+    torch's scale modes (per cycle for the triangular ones, per step for exp_range). Each value
+    is torch's double at every step (the same operations in the same order). Where torch's
+    float arithmetic raises OverflowError (2^(c−1) past cycle 1025, gamma^s beyond the double
+    range), the C library's result is used: 0 for triangular2's factor (the rate is then
+    base), inf for a gamma > 1 (a non-finite rate the step refuses)."""
+
+    _arguments = ("base_learning_rate", "max_learning_rate", "step_size_up", "step_size_down",
+                  "mode", "gamma")
+
+    def __init__(self, base_learning_rate, max_learning_rate, step_size_up, step_size_down=None,
+                 mode="triangular", gamma=1.0):
+        self.base_learning_rate = _rate(base_learning_rate, "base_learning_rate")
+        self.max_learning_rate = _rate(max_learning_rate, "max_learning_rate")
+        self.step_size_up = _steps(step_size_up, "step_size_up")
+        if step_size_down is not None:      # 0 is a sawtooth: up, then straight back down
+            number = _validate.real(step_size_down, "step_size_down")
+            step_size_down = int(step_size_down) if isinstance(step_size_down, numbers.Integral) \
+                else number
+        self.step_size_down = step_size_down
+        if mode not in _CYCLIC_MODES:
+            raise ValueError(f"mode must be one of {list(_CYCLIC_MODES)}, got {_short_repr(mode)}")
+        self.mode = mode
+        self.gamma = _positive(gamma, "gamma")
+        if not math.isfinite(self._sizes()[0]):
+            raise ValueError(f"step_size_up + step_size_down must be finite, got "
+                             f"{self.step_size_up!r} + {self.step_size_down!r}")
+
+    def _sizes(self):
+        """torch's total_size and step_ratio."""
+        up = float(self.step_size_up)
+        down = float(self.step_size_down) if self.step_size_down is not None else up
+        total = up + down
+        return total, up / total
+
+    def _fields(self):
+        total, ratio = self._sizes()
+        return dict(lr_low=self.base_learning_rate, lr_high=self.max_learning_rate,
+                    total_size=total, step_ratio=ratio, gamma=self.gamma,
+                    cyclic_mode=_CYCLIC_MODES.index(self.mode))
+
+    def _reference(self, s):
+        total, ratio = self._sizes()
+        n = s.astype(np.float64)
+        q = n / total
+        cycle = np.floor(1.0 + q)
+        x = 1.0 + q - cycle
+        with np.errstate(divide="ignore", invalid="ignore"):    # the branch not taken
+            scale = np.where(x <= ratio, x / ratio, (x - 1.0) / (ratio - 1.0))
+        base_height = (self.max_learning_rate - self.base_learning_rate) * scale
+        if self.mode == "triangular2":
+            factor = 1.0 / _libm(_pow_or_inf(2.0), cycle - 1.0)
+        elif self.mode == "exp_range":
+            factor = _libm(_pow_or_inf(self.gamma), n)
+        else:
+            factor = 1.0
+        return self.base_learning_rate + base_height * factor
+
+
+def _pow_or_inf(base):
+    """x ↦ base**x as the C library's pow gives it: inf where math.pow raises OverflowError."""
+    def power(x):
+        try:
+            return math.pow(base, x)
+        except OverflowError:
+            return math.inf
+    return power
+
+
+class Sequence(LearningRateSchedule):
+    """optax's join_schedules: with boundaries b (non-decreasing steps, one fewer than
+    schedules) and b[−1] = 0,
+        lr(s) = schedules[i](s − b[i−1])  for b[i−1] ≤ s < b[i],
+    the last piece from b[-1] on. A piece is any lrcore schedule (Sequences and Warmups
+    nest) or a number (a Constant). Warmups and Sequences nest at most MAX_WARMUP_NESTING = 32
+    deep together: the C evaluation, repr and serialization recurse."""
+
+    _arguments = ("schedules", "boundaries")
+
+    def __init__(self, schedules, boundaries):
+        if not isinstance(schedules, (list, tuple)) or not schedules:
+            raise TypeError(f"schedules must be a non-empty list of lrcore schedules or "
+                            f"numbers, got {_short_repr(schedules)}")
+        pieces = []
+        for i, piece in enumerate(schedules):
+            if isinstance(piece, numbers.Real) and not isinstance(piece, (bool, np.bool_)):
+                piece = Constant(piece)
+            if not isinstance(piece, LearningRateSchedule):
+                raise TypeError(f"schedules[{i}] must be an lrcore schedule or a number, "
+                                f"got {type(piece).__name__}")
+            pieces.append(piece)
+        if not isinstance(boundaries, (list, tuple, np.ndarray)):
+            raise TypeError(f"boundaries must be a list of steps, got {type(boundaries).__name__}")
+        boundaries = [_count(b, f"boundaries[{i}]", 0, 2**63 - 1)
+                      for i, b in enumerate(list(boundaries))]
+        if len(boundaries) != len(pieces) - 1:
+            raise ValueError(f"boundaries must hold len(schedules) - 1 = {len(pieces) - 1} "
+                             f"steps, got {len(boundaries)}")
+        if any(b > c for b, c in zip(boundaries, boundaries[1:])):
+            raise ValueError(f"boundaries must be in non-decreasing order, got "
+                             f"{_short_repr(boundaries)}")
+        self.schedules = pieces
+        self.boundaries = boundaries
+        if _warmup_depth(self) > MAX_WARMUP_NESTING:
+            raise ValueError(f"schedules must not nest Warmups and Sequences more than "
+                             f"{MAX_WARMUP_NESTING} deep, got a piece with "
+                             f"{MAX_WARMUP_NESTING} or more nested levels")
+
+    def _fields(self):
+        return dict(pieces=[piece._compiled() for piece in self.schedules],
+                    starts=self.boundaries)
+
+    def _reference(self, s):
+        starts = np.asarray(self.boundaries, dtype=np.int64)
+        index = np.searchsorted(starts, s, side="right")    # boundaries <= s
+        out = np.empty(s.shape)
+        for i, piece in enumerate(self.schedules):
+            take = index == i
+            if take.any():
+                out[take] = piece._reference(s[take] - (starts[i - 1] if i else 0))
+        return out
+
+    def get_config(self):
+        return {"schedules": [serialize(piece) for piece in self.schedules],
+                "boundaries": list(self.boundaries)}
+
+    @classmethod
+    def from_config(cls, config):
+        _check_config(cls, config)
+        if "schedules" not in config:
+            raise ValueError(f"config must hold a 'schedules' entry, got {_short_repr(config)}")
+        pieces = config["schedules"]
+        if not isinstance(pieces, (list, tuple)):
+            raise ValueError(f"config's schedules must be a list of schedule configs, got "
+                             f"{_short_repr(pieces)}")
+        # numbers are constant pieces; anything else must be a schedule config
+        pieces = [piece if isinstance(piece, numbers.Real) and not isinstance(piece, bool)
+                  else deserialize(piece) for piece in pieces]
+        return cls(**dict(config, schedules=pieces))
+
+    def __repr__(self):
+        return f"Sequence(schedules={self.schedules!r}, boundaries={self.boundaries!r})"
+
+
 SCHEDULES = {cls.__name__: cls for cls in (
     Constant, PiecewiseConstant, ExponentialDecay, NaturalExpDecay, InverseTimeDecay,
     PolynomialDecay, CosineDecay, CosineDecayRestarts, LinearCosineDecay,
     NoisyLinearCosineDecay, Warmup,
-    Linear, InverseSqrt, WarmupStableDecay)}
+    Linear, InverseSqrt, WarmupStableDecay, OneCycle, Cyclic, Sequence)}
 
 
 def serialize(schedule):
@@ -928,18 +1222,42 @@ def serialize(schedule):
 
 def deserialize(config):
     """The schedule serialize() described. A config (e.g. from a hostile checkpoint) nesting
-    Warmups deeper than MAX_WARMUP_NESTING is a ValueError before any recursion."""
-    inner, depth = config, 0
-    while _is_config(inner) and inner["class_name"] == "Warmup":
-        depth += 1
-        if depth > MAX_WARMUP_NESTING:
-            raise ValueError(f"config must not nest Warmups more than {MAX_WARMUP_NESTING} "
-                             f"deep")
-        inner = inner["config"].get("schedule")
+    Warmups and Sequences deeper than MAX_WARMUP_NESTING, or holding more than 2**20 schedule
+    configs in all (counting a config shared by several pieces once per use), is a ValueError
+    before any recursion."""
+    _check_config_nesting(config)
     if not _is_config(config):
         raise ValueError(f"config must be {{'class_name': one of {sorted(SCHEDULES)}, "
                          f"'config': {{...}}}}, got {_short_repr(config)}")
     return SCHEDULES[config["class_name"]].from_config(config["config"])
+
+
+_MAX_CONFIG_NODES = 2**20
+
+
+def _check_config_nesting(config):
+    """Walk a config level by level, without recursion: its Warmup and Sequence levels must
+    be at most MAX_WARMUP_NESTING deep, its schedule configs at most _MAX_CONFIG_NODES."""
+    level, depth, nodes = [config], 0, 1
+    while level:
+        nested = [node for node in level if _is_config(node)
+                  and node["class_name"] in ("Warmup", "Sequence")]
+        if not nested:
+            return
+        depth += 1
+        if depth > MAX_WARMUP_NESTING:
+            raise ValueError(f"config must not nest Warmups more than {MAX_WARMUP_NESTING} "
+                             f"deep (Warmups and Sequences count together)")
+        level = []
+        for node in nested:
+            if node["class_name"] == "Warmup":
+                level.append(node["config"].get("schedule"))
+            elif isinstance(node["config"].get("schedules"), (list, tuple)):
+                level.extend(node["config"]["schedules"])
+            if nodes + len(level) > _MAX_CONFIG_NODES:
+                raise ValueError(f"config must not hold more than {_MAX_CONFIG_NODES} "
+                                 f"schedule configs")
+        nodes += len(level)
 
 
 def _is_config(config):

@@ -24,6 +24,7 @@ __all__ = [
     "WarmupStableDecay",
     "get",
 ]
+__all__ += ["OneCycle", "Cyclic", "Sequence"]
 
 MAX_WARMUP_NESTING: int
 SCHEDULES: dict[str, type[LearningRateSchedule]]
@@ -168,6 +169,42 @@ def get(
     learning_rate: float, num_warmup_steps: int | None = ..., num_training_steps: int | None = ...,
     **kwargs: Any,
 ) -> LearningRateSchedule: ...
+
+class OneCycle(LearningRateSchedule):
+    max_learning_rate: float
+    total_steps: int
+    pct_start: float
+    anneal: Literal["cos", "linear"]
+    div_factor: float
+    final_div_factor: float
+    three_phase: bool
+    def __init__(
+        self, max_learning_rate: float, total_steps: int, pct_start: float = ...,
+        anneal: Literal["cos", "linear"] = ..., div_factor: float = ...,
+        final_div_factor: float = ..., three_phase: bool = ...,
+    ) -> None: ...
+
+class Cyclic(LearningRateSchedule):
+    base_learning_rate: float
+    max_learning_rate: float
+    step_size_up: float
+    step_size_down: float | None
+    mode: Literal["triangular", "triangular2", "exp_range"]
+    gamma: float
+    def __init__(
+        self, base_learning_rate: float, max_learning_rate: float, step_size_up: float,
+        step_size_down: float | None = ...,
+        mode: Literal["triangular", "triangular2", "exp_range"] = ..., gamma: float = ...,
+    ) -> None: ...
+
+class Sequence(LearningRateSchedule):
+    schedules: list[LearningRateSchedule]     # numbers given as pieces are kept as Constants
+    boundaries: list[int]
+    def __init__(
+        self, schedules: list[LearningRateSchedule | float] | tuple[LearningRateSchedule | float, ...],
+        boundaries: list[int] | tuple[int, ...] | NDArray[np.integer[Any]],
+    ) -> None: ...
+
 def normal_noise(seed: int, steps: int | NDArray[np.integer[Any]]) -> NDArray[np.float64]: ...
 def serialize(schedule: LearningRateSchedule) -> dict[str, Any]: ...
 def deserialize(config: dict[str, Any]) -> LearningRateSchedule: ...

@@ -77,7 +77,7 @@ cdef enum:
 SCHEDULE_KINDS = ("Constant", "PiecewiseConstant", "ExponentialDecay", "NaturalExpDecay",
                   "InverseTimeDecay", "PolynomialDecay", "CosineDecay", "CosineDecayRestarts",
                   "LinearCosineDecay", "NoisyLinearCosineDecay", "Warmup",
-                  "Linear", "InverseSqrt", "WarmupStableDecay")
+                  "Linear", "InverseSqrt", "WarmupStableDecay", "OneCycle", "Cyclic", "Sequence")
 
 
 cdef class CompiledSchedule:
@@ -95,7 +95,10 @@ cdef class CompiledSchedule:
                  bint cycle=False, bint linear=False, unsigned long long seed=0,
                  boundaries=None, values=None, CompiledSchedule inner=None,
                  double peak=0, double timescale=0, int64_t stable_steps=0, int decay_shape=0,
-                 bint has_target=False):
+                 bint has_target=False, double lr_low=0, double lr_high=0, double lr_min=0,
+                 tuple ends=(), bint anneal_cos=False, double total_size=0,
+                 double step_ratio=0, double gamma=0, int cyclic_mode=0, list pieces=None,
+                 starts=None):
         cdef cnp.ndarray b, v
         self.s.kind = <lrc_schedule_kind><int>SCHEDULE_KINDS.index(kind)
         self.s.initial, self.s.steps, self.s.rate, self.s.end = initial, steps, rate, end
@@ -124,6 +127,47 @@ cdef class CompiledSchedule:
                 raise TypeError("Warmup needs the inner schedule")
             self.s.inner = &inner.s
             self._keep = [inner]
+        self._init_cyclic(kind, lr_low, lr_high, lr_min, ends, anneal_cos, total_size,
+                          step_ratio, gamma, cyclic_mode, pieces, starts)
+
+    cdef _init_cyclic(self, str kind, double lr_low, double lr_high, double lr_min, tuple ends,
+                      bint anneal_cos, double total_size, double step_ratio, double gamma,
+                      int cyclic_mode, list pieces, starts):
+        """OneCycle's, Cyclic's and Sequence's fields; a Sequence keeps its pieces and the
+        array of their struct pointers alive."""
+        cdef cnp.ndarray starts_array, pointers
+        cdef size_t *address
+        cdef Py_ssize_t i
+        self.s.lr_low, self.s.lr_high, self.s.lr_min = lr_low, lr_high, lr_min
+        self.s.ends[0] = self.s.ends[1] = self.s.ends[2] = 0.0
+        self.s.phases = 0
+        self.s.anneal_cos = anneal_cos
+        self.s.total_size, self.s.step_ratio, self.s.gamma = total_size, step_ratio, gamma
+        self.s.cyclic_mode = cyclic_mode
+        self.s.pieces = NULL
+        self.s.starts = NULL
+        if kind == "OneCycle":
+            if not 2 <= len(ends) <= 3:
+                raise ValueError("OneCycle needs 2 or 3 phase end steps")
+            for i in range(len(ends)):
+                self.s.ends[i] = ends[i]
+            self.s.phases = len(ends)
+        elif kind == "Sequence":
+            if pieces is None or starts is None:
+                raise TypeError("Sequence needs its pieces and boundaries")
+            starts_array = np.ascontiguousarray(starts, dtype=np.int64)
+            if starts_array.ndim != 1 or len(pieces) != starts_array.shape[0] + 1:
+                raise ValueError("pieces must hold one more entry than boundaries")
+            if starts_array.shape[0] and (starts_array[0] < 0 or np.any(np.diff(starts_array) < 0)):
+                raise ValueError("boundaries must be steps >= 0 in non-decreasing order")
+            pointers = np.empty(len(pieces), dtype=np.uintp)
+            address = <size_t *>cnp.PyArray_DATA(pointers)
+            for i in range(len(pieces)):
+                address[i] = <size_t>&(<CompiledSchedule?>pieces[i]).s
+            self.s.pieces = <const lrc_schedule *const *>cnp.PyArray_DATA(pointers)
+            self.s.starts = <const int64_t *>cnp.PyArray_DATA(starts_array)
+            self.s.count = starts_array.shape[0]
+            self._keep = [list(pieces), starts_array, pointers]
 
     def value(self, int64_t step):
         """The schedule at one step."""

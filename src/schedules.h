@@ -16,7 +16,8 @@ typedef enum {
     LRC_CONSTANT, LRC_PIECEWISE_CONSTANT, LRC_EXPONENTIAL_DECAY, LRC_NATURAL_EXP_DECAY,
     LRC_INVERSE_TIME_DECAY, LRC_POLYNOMIAL_DECAY, LRC_COSINE_DECAY, LRC_COSINE_DECAY_RESTARTS,
     LRC_LINEAR_COSINE_DECAY, LRC_NOISY_LINEAR_COSINE_DECAY, LRC_WARMUP,
-    LRC_LINEAR, LRC_INVERSE_SQRT, LRC_WARMUP_STABLE_DECAY
+    LRC_LINEAR, LRC_INVERSE_SQRT, LRC_WARMUP_STABLE_DECAY,
+    LRC_ONE_CYCLE, LRC_CYCLIC, LRC_SEQUENCE
 } lrc_schedule_kind;
 
 /* Shapes of WarmupStableDecay's decay phase, g(p) for the fraction p of it elapsed. */
@@ -47,6 +48,16 @@ typedef struct lrc_schedule {
     int64_t stable_steps;    /* WarmupStableDecay */
     int decay_shape;         /* WarmupStableDecay: LRC_DECAY_* */
     int has_target;          /* CosineDecay: a warmup to warmup_target (Keras 3) */
+    /* one-cycle, cyclic, sequence */
+    double lr_low, lr_high, lr_min;  /* OneCycle: max/div, max, max/div/final_div;
+                                      * Cyclic: base, max */
+    double ends[3];                  /* OneCycle: torch's phase end steps (floats) */
+    int phases;                      /* OneCycle: 2 or 3 */
+    int anneal_cos;                  /* OneCycle: cosine (1) or linear (0) anneal */
+    double total_size, step_ratio, gamma;    /* Cyclic */
+    int cyclic_mode;                 /* Cyclic: 0 triangular, 1 triangular2, 2 exp_range */
+    const struct lrc_schedule *const *pieces;   /* Sequence: count + 1 pieces */
+    const int64_t *starts;                      /* Sequence: count boundaries, ascending */
 } lrc_schedule;
 
 #define LRC_PI 3.14159265358979323846
@@ -224,6 +235,75 @@ static inline double lrc_progress(const lrc_schedule *s, double step)
     return s->staircase ? floor(p) : p;
 }
 
+static double lrc_schedule_value(const lrc_schedule *s, int64_t step_count);
+
+/* torch.optim.lr_scheduler.OneCycleLR's _annealing_cos / _annealing_linear, operation for
+ * operation (built with -ffp-contract=off, so no fused multiply-add changes a rounding). */
+static inline double lrc_anneal(int cosine, double start, double end, double pct)
+{
+    if (cosine) {
+        const double cos_out = cos(LRC_PI * pct) + 1.0;
+        return end + (start - end) / 2.0 * cos_out;
+    }
+    return (end - start) * pct + start;
+}
+
+/* OneCycle, Cyclic and Sequence: each mirrors its reference's arithmetic in the same order
+ * (torch's get_lr, optax's join_schedules), so the doubles are torch's doubles. */
+static double lrc_schedule_value_cyclic(const lrc_schedule *s, int64_t step_count)
+{
+    switch (s->kind) {
+    case LRC_ONE_CYCLE: {
+        /* steps past the last one (total_steps − 1) hold its rate */
+        const int64_t last = (int64_t)s->ends[s->phases - 1];
+        const double n = (double)(step_count < last ? step_count : last);
+        double start_step = 0.0;
+        for (int i = 0; i < s->phases; i++) {
+            const double end_step = s->ends[i];
+            if (n <= end_step || i == s->phases - 1) {
+                const double pct = (n - start_step) / (end_step - start_step);
+                double from, to;
+                if (s->phases == 2) {
+                    from = i == 0 ? s->lr_low : s->lr_high;
+                    to = i == 0 ? s->lr_high : s->lr_min;
+                } else {
+                    from = i == 1 ? s->lr_high : s->lr_low;
+                    to = i == 0 ? s->lr_high : i == 1 ? s->lr_low : s->lr_min;
+                }
+                return lrc_anneal(s->anneal_cos, from, to, pct);
+            }
+            start_step = end_step;
+        }
+        return NAN;
+    }
+    case LRC_CYCLIC: {
+        const double n = (double)step_count;
+        const double q = n / s->total_size;
+        const double cycle = floor(1.0 + q);
+        const double x = 1.0 + q - cycle;
+        const double scale = x <= s->step_ratio ? x / s->step_ratio
+                                                : (x - 1.0) / (s->step_ratio - 1.0);
+        const double base_height = (s->lr_high - s->lr_low) * scale;
+        double factor = 1.0;
+        if (s->cyclic_mode == 1) factor = 1.0 / pow(2.0, cycle - 1.0);
+        else if (s->cyclic_mode == 2) factor = pow(s->gamma, n);
+        return s->lr_low + base_height * factor;
+    }
+    case LRC_SEQUENCE: {
+        /* piece i = number of boundaries <= step, at step − boundaries[i − 1]; nesting is
+         * bounded at construction (32 levels) */
+        int64_t lo = 0, hi = s->count;
+        while (lo < hi) {
+            const int64_t mid = lo + (hi - lo) / 2;
+            if (s->starts[mid] <= step_count) lo = mid + 1; else hi = mid;
+        }
+        return lrc_schedule_value(s->pieces[lo], lo ? step_count - s->starts[lo - 1] : step_count);
+    }
+    default:
+        return NAN;
+    }
+}
+
 static double lrc_schedule_value(const lrc_schedule *s, int64_t step_count)
 {
     const double step = (double)step_count;
@@ -321,6 +401,10 @@ static double lrc_schedule_value(const lrc_schedule *s, int64_t step_count)
         }
         return s->end + (s->peak - s->end) * g;
     }
+    case LRC_ONE_CYCLE:
+    case LRC_CYCLIC:
+    case LRC_SEQUENCE:
+        return lrc_schedule_value_cyclic(s, step_count);
     }
     return NAN;
 }

@@ -17,6 +17,9 @@ cdef extern from "schedules.h" nogil:
         LRC_LINEAR
         LRC_INVERSE_SQRT
         LRC_WARMUP_STABLE_DECAY
+        LRC_ONE_CYCLE
+        LRC_CYCLIC
+        LRC_SEQUENCE
 
     ctypedef struct lrc_schedule:
         lrc_schedule_kind kind
@@ -46,5 +49,17 @@ cdef extern from "schedules.h" nogil:
         int64_t stable_steps
         int decay_shape
         int has_target
+        double lr_low
+        double lr_high
+        double lr_min
+        double ends[3]
+        int phases
+        int anneal_cos
+        double total_size
+        double step_ratio
+        double gamma
+        int cyclic_mode
+        const lrc_schedule *const *pieces
+        const int64_t *starts
 
     double lrc_schedule_value(const lrc_schedule *s, int64_t step)
