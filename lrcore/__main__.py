@@ -28,8 +28,12 @@ def schedule_command(parser, args):
         parser.error(f"unknown schedule {args.name!r}; choose from {', '.join(schedules.SCHEDULES)}")
     kwargs = dict(args.arguments)
     try:                # a bad inner config or huge int is a usage error, never a traceback
+        # inner schedules given as serialize() configs
         if args.name == "Warmup" and isinstance(kwargs.get("schedule"), dict):
             kwargs["schedule"] = schedules.deserialize(kwargs["schedule"])
+        if args.name == "Sequence" and isinstance(kwargs.get("schedules"), list):
+            kwargs["schedules"] = [schedules.deserialize(piece) if isinstance(piece, dict)
+                                   else piece for piece in kwargs["schedules"]]
         schedule = schedules.SCHEDULES[args.name](**kwargs)
     except (TypeError, ValueError) as exc:
         parser.error(f"{args.name}: {exc}")

@@ -74,6 +74,17 @@ class CompiledSchedule:
         stable_steps: int = ...,
         decay_shape: int = ...,
         has_target: bool = ...,
+        lr_low: float = ...,
+        lr_high: float = ...,
+        lr_min: float = ...,
+        ends: tuple[float, ...] = ...,
+        anneal_cos: bool = ...,
+        total_size: float = ...,
+        step_ratio: float = ...,
+        gamma: float = ...,
+        cyclic_mode: int = ...,
+        pieces: list[CompiledSchedule] | None = ...,
+        starts: Sequence[int] | None = ...,
     ) -> None: ...
     def value(self, step: int) -> float: ...
     def values(self, steps: NDArray[np.int64]) -> NDArray[np.float64]: ...

@@ -75,6 +75,18 @@ def test_schedule_warmup_takes_a_nested_schedule():
     assert values == pytest.approx([0.0, 0.5, 1.0, 0.85355339, 0.5, 0.14644661, 0.0])
 
 
+def test_schedule_sequence_takes_nested_pieces():
+    """Sequence's pieces as serialize() configs or numbers: a linear ramp over 3 steps, then
+    0.5 (Linear at the step counted from its boundary, optax's join_schedules)."""
+    ramp = ("{'class_name': 'Linear', 'config': {'initial_learning_rate': 0.0, "
+            "'end_learning_rate': 1.5, 'decay_steps': 3}}")
+    out = run_cli("schedule", "Sequence", f"schedules=[{ramp}, 0.5]", "boundaries=[3]",
+                  "--steps", "5")
+    assert out.returncode == 0, out.stderr
+    values = [float(line.split()[1]) for line in out.stdout.splitlines()[2:]]
+    assert values == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.5])
+
+
 @pytest.mark.parametrize("args, message", [
     (["schedule", "Bogus"], "unknown schedule 'Bogus'"),
     (["schedule", "CosineDecay", "initial_learning_rate=1", "decay_steps=0"],
