@@ -935,7 +935,7 @@ def _positive(value, name):
     return number
 
 
-def _count(value, name, low, high):
+def _int_in(value, name, low, high):
     """An int in [low, high] (numpy integers included): TypeError for another type,
     ValueError outside the range."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -997,7 +997,7 @@ class OneCycle(LearningRateSchedule):
     def __init__(self, max_learning_rate, total_steps, pct_start=0.3, anneal="cos",
                  div_factor=25.0, final_div_factor=1e4, three_phase=False):
         self.max_learning_rate = _rate(max_learning_rate, "max_learning_rate")
-        self.total_steps = _count(total_steps, "total_steps", 1, 2**53)
+        self.total_steps = _int_in(total_steps, "total_steps", 1, 2**53)
         self.pct_start = _validate.real(pct_start, "pct_start", high=1.0)
         if anneal not in ("cos", "linear"):
             raise ValueError(f"anneal must be 'cos' or 'linear', got {_short_repr(anneal)}")
@@ -1155,7 +1155,7 @@ class Sequence(LearningRateSchedule):
             pieces.append(piece)
         if not isinstance(boundaries, (list, tuple, np.ndarray)):
             raise TypeError(f"boundaries must be a list of steps, got {type(boundaries).__name__}")
-        boundaries = [_count(b, f"boundaries[{i}]", 0, 2**63 - 1)
+        boundaries = [_int_in(b, f"boundaries[{i}]", 0, 2**63 - 1)
                       for i, b in enumerate(list(boundaries))]
         if len(boundaries) != len(pieces) - 1:
             raise ValueError(f"boundaries must hold len(schedules) - 1 = {len(pieces) - 1} "

@@ -101,7 +101,7 @@ def test_readme_examples_run_alone_and_print_what_they_say(compiled, capsys):
     assert namespace["state"].step_count == 0 and isinstance(namespace["state"], namespace["lrcore"].Adam)
     claimed = [line.split("# ", 1)[1] for line in checkpoint.splitlines()
                if line.startswith("print(") and "# " in line]
-    assert printed == claimed and len(claimed) == 3
+    assert printed == claimed and len(claimed) == 4
     check_find_lr_example(namespace)
 
 

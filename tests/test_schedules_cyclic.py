@@ -399,7 +399,8 @@ def test_sequence_config_serializes_its_pieces():
         "schedules": [{"class_name": "Constant", "config": {"learning_rate": 0.1}},
                       {"class_name": "Warmup", "config": {
                           "schedule": {"class_name": "CosineDecay", "config": {
-                              "initial_learning_rate": 1.0, "decay_steps": 10, "alpha": 0.0}},
+                              "initial_learning_rate": 1.0, "decay_steps": 10, "alpha": 0.0,
+                              "warmup_target": None, "warmup_steps": 0}},
                           "warmup_steps": 2, "initial_learning_rate": 0.0, "mode": "linear"}}],
         "boundaries": [5]}
     # numbers are accepted as pieces of a config too
