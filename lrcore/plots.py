@@ -128,23 +128,54 @@ def schedule_parameters(schedule, width=46):
     return textwrap.fill(text[text.index("(") + 1:-1], width, break_long_words=False)
 
 
+# The schedules people train with today (warmup + cosine / linear, warmup-stable-decay,
+# one-cycle, cyclical rates, inverse square root, Hugging Face's names), over 1000 steps.
+GALLERY_TODAY = {
+    "Linear": schedules.Linear(0.1, 0.001, 800),
+    "get('linear') (Hugging Face)": schedules.get("linear", 0.1, num_warmup_steps=100,
+                                                  num_training_steps=1000),
+    "CosineDecay, Keras 3 warmup": schedules.CosineDecay(0.0, 900, warmup_target=0.1,
+                                                         warmup_steps=100),
+    "WarmupStableDecay linear": schedules.WarmupStableDecay(0.1, 100, 600, 300),
+    "WarmupStableDecay 1-sqrt": schedules.WarmupStableDecay(0.1, 100, 500, 400, decay="1-sqrt",
+                                                            end_learning_rate=0.01),
+    "OneCycle (torch's OneCycleLR)": schedules.OneCycle(0.1, 1000),
+    "OneCycle three_phase linear": schedules.OneCycle(0.1, 1000, anneal="linear",
+                                                      three_phase=True),
+    "Cyclic triangular2 (torch's CyclicLR)": schedules.Cyclic(0.01, 0.1, 100, mode="triangular2"),
+    "Cyclic exp_range": schedules.Cyclic(0.01, 0.1, 100, mode="exp_range", gamma=0.998),
+    "InverseSqrt": schedules.InverseSqrt(0.1, 100),
+    "get('cosine_with_restarts')": schedules.get("cosine_with_restarts", 0.1,
+                                                 num_warmup_steps=50, num_training_steps=1000,
+                                                 num_cycles=3),
+    "Sequence (optax join_schedules)": schedules.Sequence(
+        [schedules.Linear(0.0, 0.1, 100), 0.1, schedules.CosineDecay(0.1, 500)], [100, 500]),
+}
+
+
 def plot_schedules(path, steps=1000):
     save(schedules_figure(steps), path)
 
 
-def schedules_figure(steps=1000):
-    """Every GALLERY schedule against the step, one panel each, titled with its name and
-    parameters."""
+def plot_schedules_today(path, steps=1000):
+    save(schedules_figure(steps, today=True), path)
+
+
+def schedules_figure(steps=1000, today=False):
+    """Every schedule of GALLERY (GALLERY_TODAY with `today`) against the step, one panel
+    each, titled with its name and parameters."""
+    gallery, title = ((GALLERY_TODAY, "Schedules in use today, in lrcore.schedules") if today
+                      else (GALLERY, "The learning-rate schedules of lrcore.schedules"))
     plt = pyplot()
     fig, axes = plt.subplots(3, 4, figsize=(16, 11), sharex=True, layout="constrained")
     x = np.arange(steps)
-    for ax, (title, schedule) in zip(axes.flat, GALLERY.items()):
+    for ax, (name, schedule) in zip(axes.flat, gallery.items()):
         ax.plot(x, schedule(x))
-        ax.set_title(f"{title}\n{schedule_parameters(schedule)}", fontsize=8)
+        ax.set_title(f"{name}\n{schedule_parameters(schedule)}", fontsize=8)
         ax.set_ylabel("learning rate")
     for ax in axes[-1]:
         ax.set_xlabel("step")
-    fig.suptitle(f"The learning-rate schedules of lrcore.schedules, steps 0 to {steps - 1}")
+    fig.suptitle(f"{title}, steps 0 to {steps - 1}")
     return fig
 
 
@@ -235,6 +266,7 @@ def plot_demo(directory, runs=None):
     already computed."""
     os.makedirs(directory, exist_ok=True)
     files = {"seed_runs.png": plot_seed_runs, "schedules.png": plot_schedules,
+             "schedules_today.png": plot_schedules_today,
              "optimizers.png": lambda path: plot_optimizers(path, runs)}
     written = []
     for name, draw in files.items():

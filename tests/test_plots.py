@@ -1,5 +1,7 @@
 """Pictures (optional: matplotlib). Skipped without it; CI installs it."""
 import os
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -24,9 +26,9 @@ def test_demo_writes_its_pictures(tmp_path):
     out = run_cli("demo", "--plot", str(tmp_path / "pictures"))
     assert out.returncode == 0, out.stderr
     names = sorted(os.listdir(tmp_path / "pictures"))
-    assert names == ["optimizers.png", "schedules.png", "seed_runs.png"]
+    assert names == ["optimizers.png", "schedules.png", "schedules_today.png", "seed_runs.png"]
     assert all(is_png(tmp_path / "pictures" / n) for n in names)
-    assert out.stdout.count("plot: ") == 3
+    assert out.stdout.count("plot: ") == 4
 
 
 def test_schedule_plot(tmp_path):
@@ -46,7 +48,7 @@ def test_find_lr_plot(tmp_path, rng):
 
 def test_every_gallery_schedule_is_finite_over_the_plotted_range():
     from lrcore import plots
-    for name, schedule in plots.GALLERY.items():
+    for name, schedule in {**plots.GALLERY, **plots.GALLERY_TODAY}.items():
         assert isinstance(schedule, schedules.LearningRateSchedule)
         assert np.all(np.isfinite(schedule(np.arange(1000)))), name
 
@@ -194,14 +196,17 @@ def test_a_blow_up_of_a_shown_run_is_inside_the_picture(optimizer_figure):
     assert np.nanmax(diverging.get_ydata()) > ax.get_ylim()[1]
 
 
-def test_schedules_picture_labels_every_panel(tmp_path):
+@pytest.mark.parametrize("today", [False, True])
+def test_schedules_picture_labels_every_panel(tmp_path, today):
     from lrcore import plots
-    fig = plots.schedules_figure()
+    gallery = plots.GALLERY_TODAY if today else plots.GALLERY
+    fig = plots.schedules_figure(today=today)
     try:
-        assert fig.get_suptitle().startswith("The learning-rate schedules")
+        assert fig.get_suptitle().startswith("Schedules in use today" if today
+                                             else "The learning-rate schedules")
         panels = fig.axes
-        assert len(panels) == len(plots.GALLERY)
-        for ax, (name, schedule) in zip(panels, plots.GALLERY.items()):
+        assert len(panels) == len(gallery)
+        for ax, (name, schedule) in zip(panels, gallery.items()):
             assert ax.get_ylabel() == "learning rate"
             title = ax.get_title()
             text = repr(schedule)
@@ -212,3 +217,18 @@ def test_schedules_picture_labels_every_panel(tmp_path):
         assert [ax.get_xlabel() for ax in panels[-4:]] == ["step"] * 4
     finally:
         plots.pyplot().close(fig)
+
+
+def test_the_readme_shows_the_picture_of_today_s_schedules():
+    """The README's picture is the demo's schedules_today.png, committed under docs/, and the
+    families the README names beside it are the gallery's."""
+    from lrcore import plots
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert "](docs/schedules_today.png)" in readme
+    assert is_png(root / "docs" / "schedules_today.png", min_bytes=50_000)
+    drawn = {type(s).__name__ for s in plots.GALLERY_TODAY.values()}
+    named = set(re.findall(r"`(\w+)`", readme.split("![The schedules in use today")[0]
+                           .rsplit("Besides TensorFlow's", 1)[1]))
+    assert {"Linear", "WarmupStableDecay", "OneCycle", "Cyclic", "InverseSqrt", "Sequence",
+            "CosineDecay"} <= named & drawn
