@@ -42,6 +42,7 @@ def test_sdist_carries_the_kernel_sources_not_generated_code(dist):
     assert not any(n.startswith("src/") and n.endswith(".c") or n.endswith(".so") for n in names)
     # and everything the sdist's own tests need (.ci/dist runs them from the unpacked sdist)
     for needed in ("LICENSE", ".ci/run", ".ci/asan", ".ci/dist", "docs/reference.md",
+                   "docs/schedules_today.png",
                    "tests/c/portability.c", "tests/typing/readme_usage.py",
                    "tests/data/seed001_sgd_lr0.2.txt", "benchmarks/test_bench_step.py",
                    "lrcore/py.typed", "lrcore/__init__.pyi"):
