@@ -53,29 +53,26 @@ threads' CPU time in the other's phase.
 --flush-denormal sets flush-to-zero first; the table's last column is the share of the
 lrcore-trained model's gradient values that are subnormal at the end.
 
-Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.9 at the start, 1.6 at the
-end), lrcore 0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY
-unset), --rounds 30:
+Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.8 at the start), lrcore
+0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY unset),
+--rounds 30:
 
-| model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict |
-|---|---|---|---|---|---|---|---|---|---|---|
-| mlp | 14.7 M | 1 | 134.36 | 126.40 | 1.014 (1.003-1.028) | 0.821-1.462 | 26.88 (20 %) | 22.52 (18 %) | 1.193 | lrcore slower |
-| mlp | 14.7 M | 2 | 70.48 | 68.27 | 1.052 (1.025-1.074) | 0.809-1.193 | 14.56 (21 %) | 12.76 (19 %) | 1.141 | lrcore slower |
-| transformer | 3.2 M | 1 | 74.25 | 73.06 | 1.014 (1.008-1.021) | 0.904-1.399 | 6.19 (8 %) | 5.52 (8 %) | 1.121 | lrcore slower |
-| transformer | 3.2 M | 2 | 44.29 | 43.83 | 1.011 (1.006-1.019) | 0.943-1.064 | 4.11 (9 %) | 3.34 (8 %) | 1.232 | lrcore slower |
+| model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict | subnormal grads |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| mlp | 14.7 M | 1 | 131.64 | 112.91 | 1.119 (1.021-1.146) | 0.874-1.246 | 30.10 (23 %) | 21.84 (19 %) | 1.378 | lrcore slower | 0.08 % |
+| mlp | 14.7 M | 2 | 57.02 | 55.68 | 1.025 (1.010-1.046) | 0.787-1.375 | 12.96 (23 %) | 11.44 (21 %) | 1.133 | lrcore slower | 0.00 % |
+| transformer | 3.2 M | 1 | 74.15 | 73.86 | 1.005 (0.995-1.019) | 0.950-1.134 | 6.06 (8 %) | 5.43 (7 %) | 1.115 | same within noise | 0.00 % |
+| transformer | 3.2 M | 2 | 57.37 | 56.19 | 1.031 (0.992-1.056) | 0.822-1.406 | 4.52 (8 %) | 3.72 (7 %) | 1.214 | same within noise | 0.00 % |
 
-lrcore.torch.Adam's iteration is 1-5 % slower than torch's fused one. Two causes remain:
-- Python work per step: lrcore.torch keeps each group's checked views of params and state from
-  step to step and views only the grads, but checking that the kept tensors are the same ones
-  at the same memory, and viewing the grads, costs about 0.6 ms for the transformer's 50
-  tensors (it was 3-5 ms before the views were kept).
-- Subnormal gradients (the MLP): after a few steps about 3 % of this ReLU network's gradient
-  values are subnormal, and each vector operation that reads or produces one takes a
-  microcode assist. lrcore's update computes beta1*m + (1 - beta1)*g as its reference
-  writes it, after a multiply by the gradient factor (1.0 here); torch's fused kernel
-  computes the moment as a lerp, m + (1 - beta1)*(g - m), which touches the subnormal value
-  fewer times. With flush-to-zero both steps take the same time in the loop (MLP, 1 thread:
-  22.2 / 21.6 ms; 41.8 / 31.1 ms without it).
+The transformer's loop is torch's within the noise; its step is 0.6-0.8 ms longer, the Python
+work of lrcore.torch (it keeps each group's checked views of params and state from step to
+step and views only the grads, but checks that the 200 kept tensors are the same ones at the
+same memory). The MLP's gap is subnormal numbers: as the ReLU network trains, some gradient
+values and moments fall below float32's smallest normal number, and each vector operation
+that reads or produces one takes a microcode assist, which costs lrcore's step more than
+torch's. With fewer iterations (--models mlp --threads 1 --rounds 12), before they appear:
+ratio 1.005 (0.924-1.136), step 22.75 / 23.05 ms; with --flush-denormal: 0.998 (0.977-1.044),
+step 23.37 / 23.69 ms.
 The kernels themselves are not slower on normal numbers (lrcore.step and the fused step on
 the same memory: 22.7 / 22.3 ms at 1 thread, 12.7 / 13.1 ms at 2, min of 20 alternating
 steps, 14.7 M elements). Nor do the thread pools get in each other's way (--schedstat):
