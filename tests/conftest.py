@@ -56,6 +56,19 @@ def run_python(*args, timeout=300, **env):
                           cwd=os.path.dirname(os.path.dirname(lrcore.__file__)), timeout=timeout)
 
 
+def assert_round_trips(schedule):
+    """get_config / from_config, repr, and serialize / deserialize through JSON rebuild an
+    equal schedule with the same values."""
+    import json
+    from lrcore import schedules
+    assert type(schedule).from_config(schedule.get_config()) == schedule
+    assert eval(repr(schedule), vars(schedules)) == schedule
+    restored = schedules.deserialize(json.loads(json.dumps(schedules.serialize(schedule))))
+    assert restored == schedule
+    steps = np.arange(0, 300, 7)
+    np.testing.assert_array_equal(restored(steps), schedule(steps))
+
+
 def run_cli(*args):
     """`python -m lrcore *args` (see run_python)."""
     return run_python("-m", "lrcore", *args)

@@ -2,7 +2,6 @@
 on a dummy optimizer, its lr read at every step), and against closed forms written here with
 the math module; Sequence against optax's join_schedules where optax is installed and
 against a closed form always. Both backends; float64 throughout."""
-import json
 import math
 import warnings
 
@@ -11,6 +10,8 @@ import pytest
 
 import lrcore
 from lrcore import schedules as S
+
+from conftest import assert_round_trips
 
 # torch's values and lrcore's are the same operations in the same order on the same C library:
 # equal to the last bit in practice; the bound is what the tests hold them to
@@ -384,13 +385,7 @@ ROUND_TRIP = [s for s in ONE_CYCLES[:3] + CYCLICS] + [s for s, _ in SEQUENCES]
 
 @pytest.mark.parametrize("schedule", ROUND_TRIP, ids=lambda s: repr(s)[:60])
 def test_config_repr_and_serialization_round_trip(schedule):
-    config = schedule.get_config()
-    assert type(schedule).from_config(config) == schedule
-    assert eval(repr(schedule), vars(S)) == schedule
-    restored = S.deserialize(json.loads(json.dumps(S.serialize(schedule))))
-    assert restored == schedule
-    steps = np.arange(0, 300, 7)
-    np.testing.assert_array_equal(restored(steps), schedule(steps))
+    assert_round_trips(schedule)
 
 
 def test_sequence_config_serializes_its_pieces():

@@ -18,6 +18,8 @@ import pytest
 import lrcore
 from lrcore import schedules as S
 
+from conftest import assert_round_trips
+
 RTOL, ATOL = 1e-12, 1e-15
 
 
@@ -388,12 +390,7 @@ def test_invalid_arguments_are_rejected(cls, kwargs, exc, message):
 @pytest.mark.parametrize("schedule", [c[0] for c in CASES] + [S.get("cosine", 0.1, 10, 100)],
                          ids=IDS + ["get-cosine"])
 def test_config_repr_and_serialization_round_trip(schedule):
-    config = schedule.get_config()
-    assert type(schedule).from_config(config) == schedule
-    assert eval(repr(schedule), vars(S)) == schedule
-    assert S.deserialize(S.serialize(schedule)) == schedule
-    steps = np.arange(0, 300, 13)
-    np.testing.assert_array_equal(S.deserialize(S.serialize(schedule))(steps), schedule(steps))
+    assert_round_trips(schedule)
 
 
 def test_configs_hold_every_argument():
