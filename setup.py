@@ -50,7 +50,7 @@ extensions = [
         "lrcore._kernels",
         sources=["src/_kernels.pyx"],
         depends=["src/kernels.h", "src/kernels_impl.h", "src/formats.h", "src/kernels.pxd", "src/schedules.h",
-                 "src/schedules.pxd", "src/overlap.h", "src/pool.h", "src/compact.h"],
+                 "src/schedules.pxd", "src/overlap.h", "src/pool.h", "src/fpcontrol.h", "src/compact.h"],
         include_dirs=["src", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

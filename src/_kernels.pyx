@@ -23,7 +23,7 @@ from kernels cimport (lrc_hyper, lrc_array, lrc_kind, lrc_format, LRC_FLOAT32, L
                       LRC_ISA_COMPILED, LRC_COMPILER, LRC_THREADING, LRC_MAX_THREADS,
                       lrc_pool_workers, lrc_conversion_names, lrc_conversion_in_use,
                       lrc_set_conversion_level, lrc_state_supported, LRC_Q8_BLOCK,
-                      lrc_rounding_key)
+                      lrc_rounding_key, lrc_set_flush_to_zero)
 from lrcore._validate import BFLOAT16_BITS, BUFFER_FORMATS, BUFFER_SLOTS, FORMATS
 from schedules cimport lrc_schedule, lrc_schedule_kind, lrc_schedule_value
 
@@ -383,6 +383,13 @@ def set_vector_level(name):
     level = -1 if name is None else VECTOR_LEVELS.index(name)
     if lrc_set_conversion_level(level) != 0:
         raise ValueError(f"this CPU or build cannot run the {name!r} half conversions")
+
+
+def _set_flush_to_zero(bint on):
+    """Set (or clear) flush-to-zero and denormals-are-zero in the calling thread, as
+    torch.set_flush_denormal does, for the tests that check the pool's workers follow the
+    caller; False where the CPU's control has no such bits."""
+    return bool(lrc_set_flush_to_zero(on))
 
 
 def pool_workers():

@@ -139,7 +139,9 @@ static inline int lrc_combination_supported(lrc_format p, lrc_format g, lrc_form
 #define LRC_LOAD_G LRC_SAME
 #define LRC_LOAD_B LRC_SAME
 #define LRC_STORE_B LRC_SAME
+#define LRC_SPLIT_SCALE 0
 #include "kernels_impl.h"
+#undef LRC_SPLIT_SCALE
 #undef LRC_REAL
 #undef LRC_BITS
 #undef LRC_SQRT
@@ -155,6 +157,7 @@ static inline int lrc_combination_supported(lrc_format p, lrc_format g, lrc_form
 #define LRC_B float
 #define LRC_NAME(name) name##_f32
 #define LRC_G float
+#define LRC_SPLIT_SCALE 1
 #include "kernels_impl.h"
 #undef LRC_NAME
 #undef LRC_G
@@ -163,11 +166,14 @@ static inline int lrc_combination_supported(lrc_format p, lrc_format g, lrc_form
 #define LRC_NAME(name) name##_f32_gbf16
 #define LRC_LOAD_G lrc_load_bf16
 #include "kernels_impl.h"
+#undef LRC_SPLIT_SCALE
 #undef LRC_NAME
 #undef LRC_LOAD_G
 #define LRC_NAME(name) name##_f32_gf16
 #define LRC_LOAD_G lrc_load_f16
+#define LRC_SPLIT_SCALE 0
 #include "kernels_impl.h"
+#undef LRC_SPLIT_SCALE
 #undef LRC_NAME
 #undef LRC_P
 #undef LRC_B
@@ -184,7 +190,9 @@ static inline int lrc_combination_supported(lrc_format p, lrc_format g, lrc_form
 #define LRC_LOAD_G lrc_load_bf16
 #define LRC_LOAD_B lrc_load_bf16
 #define LRC_STORE_B lrc_store_bf16
+#define LRC_SPLIT_SCALE 1
 #include "kernels_impl.h"
+#undef LRC_SPLIT_SCALE
 #undef LRC_NAME
 #undef LRC_P
 #undef LRC_G

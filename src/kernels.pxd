@@ -68,6 +68,9 @@ cdef extern from "kernels.h" nogil:
     const char *LRC_ISA_COMPILED
     const char *LRC_COMPILER
 
+cdef extern from "fpcontrol.h" nogil:
+    int lrc_set_flush_to_zero(int on)
+
 cdef extern from "pool.h" nogil:
     const char *LRC_THREADING
     int LRC_MAX_THREADS

@@ -4,6 +4,7 @@
  *                      LRC_SQRT its square root; LRC_NAME(name) the suffix of each function
  *   LRC_P, LRC_G, LRC_B               how params, grads and buffers are stored
  *   LRC_LOAD_P(x), LRC_STORE_P(x)     storage <-> LRC_REAL (likewise _G (load only), _B)
+ *   LRC_SPLIT_SCALE    1: each loop also gets a version for a gradient factor of 1 (LRC_SCALED)
  * Each update is written once: it loads every operand, computes, and stores each result
  * once, rounded to its storage; a value used again within the update is the computed one,
  * not a re-read of memory, so half-precision storage gets the math of float32 params (as
@@ -27,8 +28,19 @@ LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
 }
 
 /* The gradient as the update uses it: g·factor (loss scale and clipping, API.md), then its
- * sign flipped when maximizing. */
-#define LRC_GRAD(i) LRC_NAME(flip_sign)(LRC_LOAD_G(g[i]) * gf, flip)
+ * sign flipped when maximizing. `scaled` is a constant of each loop version: 0 skips the
+ * multiply when the factor is exactly 1 (same bits, NaNs aside: x·1 = x), because a
+ * multiply with a subnormal operand costs a microcode assist without flush-to-zero, and
+ * training leaves subnormal gradients (measured in benchmarks/torch_training.py). */
+#define LRC_GRAD(i) LRC_NAME(flip_sign)(scaled ? LRC_LOAD_G(g[i]) * gf : LRC_LOAD_G(g[i]), flip)
+
+/* Run `call` with `scaled` a compile-time constant: a version without the multiply when the
+ * factor is 1, if this instantiation's gradients can be subnormal in its compute type
+ * (LRC_SPLIT_SCALE: float32-range grads; float16 grads widen to normal float32 values and
+ * float64 subnormals are below 2.3e-308), else the one version with it. */
+#define LRC_SCALED(call)                                                                   \
+    if (LRC_SPLIT_SCALE && gf == (LRC_REAL)1) { const int scaled = 0; call; }              \
+    else { const int scaled = 1; call; }
 
 /* A running average moved toward x with weight w, as torch.optim moves Adam's m and centered
  * RMSprop's average (torch's lerp): a + w·(x − a) when w < 0.5 (low), else x − (x − a)·w1
@@ -48,8 +60,8 @@ LRC_ALWAYS_INLINE LRC_REAL LRC_NAME(lerp)(LRC_REAL a, LRC_REAL x, LRC_REAL w, LR
  * flags of every *_loop below). */
 LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT b,
-    lrc_index n, LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL mom,
-    LRC_REAL damp1, const int has_wd, const int mode)
+    lrc_index n, LRC_REAL lr, LRC_REAL gf, const int scaled, LRC_BITS flip, LRC_REAL wd,
+    LRC_REAL mom, LRC_REAL damp1, const int has_wd, const int mode)
 {
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
@@ -71,7 +83,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
 }
 
 #define LRC_SGD_MODE(has_wd, m) \
-    LRC_NAME(sgd_loop)(p, g, b, n, lr, gf, flip, wd, mom, damp1, has_wd, m)
+    LRC_NAME(sgd_loop)(p, g, b, n, lr, gf, scaled, flip, wd, mom, damp1, has_wd, m)
 #define LRC_SGD_MODES(has_wd)                                                              \
     switch (mode) {                                                                        \
     case LRC_MOM_NONE:           LRC_SGD_MODE(has_wd, LRC_MOM_NONE); break;                \
@@ -92,9 +104,9 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
     const LRC_REAL mom = (LRC_REAL)h->momentum;
     const LRC_REAL damp1 = (LRC_REAL)(1.0 - h->dampening);
     if (h->weight_decay != 0.0) {
-        LRC_SGD_MODES(1)
+        LRC_SCALED(LRC_SGD_MODES(1))
     } else {
-        LRC_SGD_MODES(0)
+        LRC_SCALED(LRC_SGD_MODES(0))
     }
 }
 
@@ -105,8 +117,8 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd)(
  *   g ← ±g (+ wd·p);  s ← s + g·g;  p ← p − (clr·g) / (√s + eps). */
 LRC_ALWAYS_INLINE void LRC_NAME(adagrad_loop)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT s,
-    lrc_index n, LRC_REAL clr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL eps,
-    const int has_wd)
+    lrc_index n, LRC_REAL clr, LRC_REAL gf, const int scaled, LRC_BITS flip, LRC_REAL wd,
+    LRC_REAL eps, const int has_wd)
 {
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
@@ -126,10 +138,11 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
     const LRC_REAL gf = (LRC_REAL)h->grad_factor;
     const LRC_REAL wd = (LRC_REAL)h->weight_decay, eps = (LRC_REAL)h->eps;
-    if (h->weight_decay != 0.0)
-        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, gf, flip, wd, eps, 1);
-    else
-        LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, gf, flip, wd, eps, 0);
+    if (h->weight_decay != 0.0) {
+        LRC_SCALED(LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, gf, scaled, flip, wd, eps, 1))
+    } else {
+        LRC_SCALED(LRC_NAME(adagrad_loop)(p, g, s, n, (LRC_REAL)clr, gf, scaled, flip, wd, eps, 0))
+    }
 }
 
 /* RMSprop (torch.optim.RMSprop):
@@ -139,8 +152,8 @@ LRC_ALWAYS_INLINE void LRC_NAME(adagrad)(
 LRC_ALWAYS_INLINE void LRC_NAME(rmsprop_loop)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT v,
     LRC_B *LRC_RESTRICT a, LRC_B *LRC_RESTRICT b, lrc_index n,
-    LRC_REAL lr, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd, LRC_REAL alpha, LRC_REAL alpha1,
-    LRC_REAL alpha1_1, const int low, LRC_REAL eps, LRC_REAL mom, const int has_wd,
+    LRC_REAL lr, LRC_REAL gf, const int scaled, LRC_BITS flip, LRC_REAL wd, LRC_REAL alpha,
+    LRC_REAL alpha1, LRC_REAL alpha1_1, const int low, LRC_REAL eps, LRC_REAL mom, const int has_wd,
     const int centered, const int has_momentum)
 {
     for (lrc_index i = 0; i < n; i++) {
@@ -180,13 +193,17 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
     const LRC_REAL mom = (LRC_REAL)h->momentum;
     const int flags = (h->weight_decay != 0.0) | (h->centered ? 2 : 0) | (h->momentum != 0.0 ? 4 : 0);
 #define LRC_RMSPROP_CASE(f) \
-    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, gf, flip, wd, alpha, alpha1, alpha1_1, \
-                                   low, eps, mom, (f) & 1, ((f) >> 1) & 1, ((f) >> 2) & 1); \
+    case f: LRC_NAME(rmsprop_loop)(p, g, v, a, b, n, lr, gf, scaled, flip, wd, alpha, alpha1, \
+                                   alpha1_1, low, eps, mom, (f) & 1, ((f) >> 1) & 1,      \
+                                   ((f) >> 2) & 1);                                        \
             break;
-    switch (flags) {
-    LRC_RMSPROP_CASE(0) LRC_RMSPROP_CASE(1) LRC_RMSPROP_CASE(2) LRC_RMSPROP_CASE(3)
-    LRC_RMSPROP_CASE(4) LRC_RMSPROP_CASE(5) LRC_RMSPROP_CASE(6) LRC_RMSPROP_CASE(7)
+#define LRC_RMSPROP_CASES                                                                  \
+    switch (flags) {                                                                       \
+    LRC_RMSPROP_CASE(0) LRC_RMSPROP_CASE(1) LRC_RMSPROP_CASE(2) LRC_RMSPROP_CASE(3)        \
+    LRC_RMSPROP_CASE(4) LRC_RMSPROP_CASE(5) LRC_RMSPROP_CASE(6) LRC_RMSPROP_CASE(7)        \
     }
+    LRC_SCALED(LRC_RMSPROP_CASES)
+#undef LRC_RMSPROP_CASES
 #undef LRC_RMSPROP_CASE
 }
 
@@ -199,7 +216,7 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
 LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
     LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n,
-    LRC_REAL step_size, LRC_REAL inv_bc2_sqrt, LRC_REAL gf, LRC_BITS flip, LRC_REAL wd,
+    LRC_REAL step_size, LRC_REAL inv_bc2_sqrt, LRC_REAL gf, const int scaled, LRC_BITS flip, LRC_REAL wd,
     LRC_REAL decay, LRC_REAL b1c, LRC_REAL b1c_1, const int low, LRC_REAL b2, LRC_REAL b2c,
     LRC_REAL eps, const int wd_mode, const int amsgrad)
 {
@@ -238,18 +255,20 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     const int wd_mode = h->weight_decay == 0.0 ? LRC_WD_NONE
                       : h->decoupled_weight_decay ? LRC_WD_DECOUPLED : LRC_WD_L2;
 #define LRC_ADAM_CASE(mode, ams) LRC_NAME(adam_loop)( \
-    p, g, m, v, vmax, n, ss, inv_bc2, gf, flip, wd, decay, b1c, b1c_1, low, b2, b2c, eps, \
+    p, g, m, v, vmax, n, ss, inv_bc2, gf, scaled, flip, wd, decay, b1c, b1c_1, low, b2, b2c, eps, \
     mode, ams)
+#define LRC_ADAM_CASES(ams)                                                                \
+    if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, ams);                           \
+    else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, ams);                          \
+    else LRC_ADAM_CASE(LRC_WD_DECOUPLED, ams);
     if (h->amsgrad) {
-        if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, 1);
-        else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, 1);
-        else LRC_ADAM_CASE(LRC_WD_DECOUPLED, 1);
+        LRC_SCALED(LRC_ADAM_CASES(1))
     } else {
-        if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, 0);
-        else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, 0);
-        else LRC_ADAM_CASE(LRC_WD_DECOUPLED, 0);
+        LRC_SCALED(LRC_ADAM_CASES(0))
     }
+#undef LRC_ADAM_CASES
 #undef LRC_ADAM_CASE
 }
 
 #undef LRC_GRAD
+#undef LRC_SCALED

@@ -15,8 +15,9 @@
  *     next needs them;
  *   - the pool serves one call at a time: a call that finds it busy (another thread's step)
  *     runs on its own thread, so steps on different states still run in parallel.
- * Which thread runs which chunk never changes what is computed (the kernels are element-wise),
- * so results are bit-identical for any thread count.
+ * Which thread runs which chunk never changes what is computed (the kernels are element-wise,
+ * and a worker runs a job under the caller's floating-point control: rounding mode and
+ * flush-to-zero), so results are bit-identical for any thread count.
  *
  * Without POSIX threads (Windows) every call runs on the calling thread.
  */
@@ -55,6 +56,8 @@ static inline int lrc_pool_workers(void) { return 0; }
 #include <stdatomic.h>
 #include <time.h>
 
+#include "fpcontrol.h"
+
 #define LRC_THREADING "pthreads"
 
 typedef struct {
@@ -62,6 +65,7 @@ typedef struct {
     void *ctx;
     ptrdiff_t chunks;
     int helpers;            /* workers 0 .. helpers-1 may join */
+    lrc_fp_control fp;      /* the caller's, for the workers that join */
 } lrc_job;
 
 /* state: generation << 32 | LRC_OPEN | number of workers that joined. A worker joins with a
@@ -166,8 +170,11 @@ static void *lrc_pool_worker(void *arg)
             }
         }
         if (joined) {
+            const lrc_fp_control own = lrc_fp_control_get();
+            lrc_fp_control_set(job->fp);
             ptrdiff_t c;
             while ((c = atomic_fetch_add(&lrc_pool.next, 1)) < job->chunks) job->fn(job->ctx, c);
+            lrc_fp_control_set(own);
             atomic_fetch_add(&lrc_pool.finished, 1);
         }
         pthread_mutex_lock(&lrc_pool.mu);
@@ -223,7 +230,7 @@ static void lrc_pool_run(int threads, ptrdiff_t chunks, lrc_chunk_fn fn, void *c
         lrc_run_serial(chunks, fn, ctx);        /* another thread's call has the pool */
         return;
     }
-    const lrc_job job = {fn, ctx, chunks, helpers};
+    const lrc_job job = {fn, ctx, chunks, helpers, lrc_fp_control_get()};
     pthread_mutex_lock(&lrc_pool.mu);
     lrc_pool_grow(helpers);
     lrc_pool.job = &job;

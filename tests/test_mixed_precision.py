@@ -10,8 +10,8 @@ and max_grad_norm, against expectations built outside the state machinery and th
 - grad_scale = 2**k is exact; other scales multiply by (1 / scale) computed in float64.
 - max_grad_norm: the norm against math.fsum, the same for every thread count and backend, and
   the clipping and non-finite rules in closed form.
-- Every version of the half conversions (portable, AVX2, AVX-512) the CPU runs, every thread
-  count, and two different NaNs meeting in one element.
+- Every version of the loops and half conversions (portable, AVX2, AVX-512) the CPU runs,
+  every thread count, and two different NaNs meeting in one element.
 """
 import functools
 import math
@@ -370,13 +370,16 @@ def test_every_thread_count_gives_the_reference_bits(compiled, restore_threads, 
 
 
 @pytest.mark.parametrize("vector_level", LEVELS, indirect=True)
-@pytest.mark.parametrize("combo", [c for c in COMBOS if c not in ("f64", "f32")])
+@pytest.mark.parametrize("variant", ["plain", "both"])
+@pytest.mark.parametrize("combo", [c for c in COMBOS if c != "f64"])
 @pytest.mark.parametrize("cls, lr, options", RICHEST, ids=[c.__name__ for c, _, _ in RICHEST])
-def test_every_half_conversion_version_gives_the_reference_bits(compiled, cls, lr, options, combo,
-                                                                vector_level):
-    """The portable, AVX2 (F16C) and AVX-512 block conversions (those this CPU runs), over
-    every size of SIZES (vector tails of the conversions, blocks of 512), specials included."""
-    run_parity(cls, lr, options, combo, *VARIANTS["both"])
+def test_every_loop_version_gives_the_reference_bits(compiled, cls, lr, options, combo, variant,
+                                                     vector_level):
+    """The portable, AVX2 (F16C) and AVX-512 versions (those this CPU runs) of the block
+    conversions and of the loops, with a gradient factor of 1 ("plain": the loops that skip
+    the multiply, src/kernels_impl.h LRC_SCALED) and without, over every size of SIZES
+    (vector tails, blocks of 512), subnormal and other special gradients included."""
+    run_parity(cls, lr, options, combo, *VARIANTS[variant])
 
 
 def test_one_call_over_every_combination_at_once(backend):

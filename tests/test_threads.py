@@ -1,5 +1,7 @@
 """Threads, ISA dispatch and build information."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ import lrcore
 from lrcore import reference
 
 from conftest import run_python
-from test_optimizers import OPTIMIZERS
+from test_optimizers import OPTIMIZERS, assert_state_equals, reference_run
 
 CHUNK = 32768       # src/kernels.h LRC_CHUNK: the parallel work item
 # a list that crosses chunk boundaries, with empty and tiny arrays between large ones
@@ -52,6 +54,63 @@ def test_a_parallel_step_equals_the_reference(compiled, restore_threads, rng):
     reference.adam(want, g, m, v, step=0, lr=0.01)
     lrcore.step(p, g, lrcore.Adam(lr=0.01))
     np.testing.assert_array_equal(p, want)
+
+
+@contextlib.contextmanager
+def subnormals_flushed():
+    """Flush-to-zero and denormals-are-zero set in this thread, as torch.set_flush_denormal
+    sets them, then cleared (the test is skipped where the CPU has no such control)."""
+    kernels = lrcore._backend._kernels
+    if not kernels._set_flush_to_zero(True):
+        pytest.skip("this CPU's floating-point control cannot flush subnormals")
+    try:
+        yield
+    finally:
+        kernels._set_flush_to_zero(False)
+
+
+FTZ_CASES = [(lrcore.SGD, reference.sgd, 0.05, dict(momentum=0.9)),
+             (lrcore.Adagrad, reference.adagrad, 0.05, {}),
+             (lrcore.RMSprop, reference.rmsprop, 0.01, dict(centered=True, momentum=0.9)),
+             (lrcore.Adam, reference.adam, 0.01, dict(amsgrad=True))]
+
+
+@pytest.mark.parametrize("cls, ref, lr, options", FTZ_CASES, ids=[c[0].__name__ for c in FTZ_CASES])
+def test_workers_compute_under_the_callers_flush_to_zero(compiled, restore_threads, rng, cls, ref,
+                                                         lr, options):
+    """With subnormals flushed in the calling thread, a parallel step gives the bits the
+    reference computes in that thread, and without, the gradual-underflow bits again: the
+    pool's workers (started before, so not born with the caller's mode) take the caller's
+    floating-point control for each job."""
+    n = 24 * CHUNK + 7
+    start = [rng.standard_normal(n).astype(np.float32)]
+    grads = []
+    for _ in range(3):
+        g = rng.standard_normal(n) * 1e-19      # squares underflow: subnormal or flushed
+        g[::5] = 1e-40 * np.sign(g[::5])          # subnormal gradients: read as 0 or not
+        grads.append([g.astype(np.float32)])
+
+    def run(threads):
+        lrcore.set_num_threads(threads)
+        params = [p.copy() for p in start]
+        state = cls(lr=lr, **options)
+        for g in grads:
+            lrcore.step(params, g, state)
+        return state, params
+
+    gradual = [run(2)]
+    with subnormals_flushed():
+        flushed_params, flushed_buffers = reference_run(cls, ref, start, grads, [lr] * 3, options)
+        flushed = [run(1), run(2)]
+    gradual.append(run(2))
+    # compared with subnormals read as themselves (under DAZ one equals 0)
+    gradual_params, gradual_buffers = reference_run(cls, ref, start, grads, [lr] * 3, options)
+    assert any(not np.array_equal(a, b) for name in flushed_buffers
+               for a, b in zip(flushed_buffers[name], gradual_buffers[name]))
+    for state, params in flushed:
+        assert_state_equals(state, params, flushed_params, flushed_buffers)
+    for state, params in gradual:
+        assert_state_equals(state, params, gradual_params, gradual_buffers)
 
 
 @pytest.mark.parametrize("n", [0, -1, 1.5, True, "2", 1025, 40000, 2**31 - 1, 10**400])
