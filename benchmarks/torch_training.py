@@ -53,26 +53,27 @@ threads' CPU time in the other's phase.
 --flush-denormal sets flush-to-zero first; the table's last column is the share of the
 lrcore-trained model's gradient values that are subnormal at the end.
 
-Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.8 at the start), lrcore
+Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 1.2 at the start), lrcore
 0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY unset),
 --rounds 30:
 
 | model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict | subnormal grads |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| mlp | 14.7 M | 1 | 131.64 | 112.91 | 1.119 (1.021-1.146) | 0.874-1.246 | 30.10 (23 %) | 21.84 (19 %) | 1.378 | lrcore slower | 0.08 % |
-| mlp | 14.7 M | 2 | 57.02 | 55.68 | 1.025 (1.010-1.046) | 0.787-1.375 | 12.96 (23 %) | 11.44 (21 %) | 1.133 | lrcore slower | 0.00 % |
-| transformer | 3.2 M | 1 | 74.15 | 73.86 | 1.005 (0.995-1.019) | 0.950-1.134 | 6.06 (8 %) | 5.43 (7 %) | 1.115 | same within noise | 0.00 % |
-| transformer | 3.2 M | 2 | 57.37 | 56.19 | 1.031 (0.992-1.056) | 0.822-1.406 | 4.52 (8 %) | 3.72 (7 %) | 1.214 | same within noise | 0.00 % |
+| mlp | 14.7 M | 1 | 161.58 | 143.32 | 1.036 (0.994-1.129) | 0.840-1.462 | 27.79 (17 %) | 25.85 (18 %) | 1.075 | same within noise | 0.13 % |
+| mlp | 14.7 M | 2 | 69.77 | 68.48 | 1.032 (1.012-1.060) | 0.894-2.667 | 14.67 (21 %) | 12.92 (19 %) | 1.136 | lrcore slower | 0.00 % |
+| transformer | 3.2 M | 1 | 97.52 | 99.97 | 1.012 (1.003-1.024) | 0.728-1.200 | 7.14 (7 %) | 6.17 (6 %) | 1.156 | lrcore slower | 0.00 % |
+| transformer | 3.2 M | 2 | 61.50 | 60.64 | 1.016 (1.011-1.021) | 0.966-1.080 | 5.03 (8 %) | 4.06 (7 %) | 1.237 | lrcore slower | 0.00 % |
 
-The transformer's loop is torch's within the noise; its step is 0.6-0.8 ms longer, the Python
-work of lrcore.torch (it keeps each group's checked views of params and state from step to
-step and views only the grads, but checks that the 200 kept tensors are the same ones at the
-same memory). The MLP's gap is subnormal numbers: as the ReLU network trains, some gradient
-values and moments fall below float32's smallest normal number, and each vector operation
-that reads or produces one takes a microcode assist, which costs lrcore's step more than
-torch's. With fewer iterations (--models mlp --threads 1 --rounds 12), before they appear:
-ratio 1.005 (0.924-1.136), step 22.75 / 23.05 ms; with --flush-denormal: 0.998 (0.977-1.044),
-step 23.37 / 23.69 ms.
+With rounds of 2 s (--models mlp --round-seconds 2): mlp 1.020 (0.996-1.034) at 1 thread,
+1.050 (0.998-1.109) at 2, both same within noise. The transformer's step is 0.6-1 ms longer:
+the Python work of lrcore.torch (it keeps each group's checked views of params and state
+from step to step and views only the grads, but checks that the 200 kept tensors are the same
+ones at the same memory). As the MLP trains, some gradients fall below 3.4e-18, where Adam's
+(1 - beta2)·g·g is subnormal, and some below float32's smallest normal: without
+flush-to-zero every vector multiply that reads or produces such a number takes a microcode
+assist. lrcore's AVX-512 loops form those products in float64 where a block holds such a
+gradient (the same bits, benchmarks/subnormal_step.py); before that the MLP ran at 1.12
+(1.02-1.15), step 30.1 / 21.8 ms, at 1 thread.
 The kernels themselves are not slower on normal numbers (lrcore.step and the fused step on
 the same memory: 22.7 / 22.3 ms at 1 thread, 12.7 / 13.1 ms at 2, min of 20 alternating
 steps, 14.7 M elements). Nor do the thread pools get in each other's way (--schedstat):

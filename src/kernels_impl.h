@@ -5,6 +5,7 @@
  *   LRC_P, LRC_G, LRC_B               how params, grads and buffers are stored
  *   LRC_LOAD_P(x), LRC_STORE_P(x)     storage <-> LRC_REAL (likewise _G (load only), _B)
  *   LRC_SPLIT_SCALE    1: each loop also gets a version for a gradient factor of 1 (LRC_SCALED)
+ *   LRC_GUARD_UNDERFLOW  1: Adam's loops can run the underflow guard (see adam)
  * Each update is written once: it loads every operand, computes, and stores each result
  * once, rounded to its storage; a value used again within the update is the computed one,
  * not a re-read of memory, so half-precision storage gets the math of float32 params (as
@@ -21,6 +22,16 @@ LRC_ALWAYS_INLINE LRC_REAL LRC_NAME(flip_sign)(LRC_REAL x, LRC_BITS flip)
     return x;
 }
 
+/* x, or the quiet NaN x·1 gives when x is a signalling NaN. */
+LRC_ALWAYS_INLINE LRC_REAL LRC_NAME(quieted)(LRC_REAL x)
+{
+    LRC_BITS bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits |= x != x ? (LRC_BITS)1 << (sizeof(LRC_BITS) == 4 ? 22 : 51) : 0;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
 /* The sign mask when maximizing (the gradient is negated), else 0. */
 LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
 {
@@ -29,9 +40,11 @@ LRC_ALWAYS_INLINE LRC_BITS LRC_NAME(maximize_mask)(const lrc_hyper *h)
 
 /* The gradient as the update uses it: g·factor (loss scale and clipping, API.md), then its
  * sign flipped when maximizing. `scaled` is a constant of each loop version: 0 skips the
- * multiply when the factor is exactly 1 (same bits, NaNs aside: x·1 = x), because a
- * multiply with a subnormal operand costs a microcode assist without flush-to-zero, and
- * training leaves subnormal gradients (measured in benchmarks/torch_training.py). */
+ * multiply when the factor is exactly 1, because a multiply with a subnormal operand costs a
+ * microcode assist without flush-to-zero, and training leaves subnormal gradients
+ * (benchmarks/subnormal_step.py). x·1 is x, but for a signalling NaN, which it quiets: every
+ * use of d is arithmetic, which quiets it alike, except SGD's first momentum step, which
+ * stores d and quiets it itself (quieted). */
 #define LRC_GRAD(i) LRC_NAME(flip_sign)(scaled ? LRC_LOAD_G(g[i]) * gf : LRC_LOAD_G(g[i]), flip)
 
 /* Run `call` with `scaled` a compile-time constant: a version without the multiply when the
@@ -69,8 +82,9 @@ LRC_ALWAYS_INLINE void LRC_NAME(sgd_loop)(
         if (has_wd) d = d + wd * pi;
         LRC_REAL bi;
         switch (mode) {
-        case LRC_MOM_FIRST:          b[i] = LRC_STORE_B(d); break;
-        case LRC_MOM_FIRST_NESTEROV: b[i] = LRC_STORE_B(d); d = d + mom * d; break;
+        case LRC_MOM_FIRST:          b[i] = LRC_STORE_B(scaled ? d : LRC_NAME(quieted)(d)); break;
+        case LRC_MOM_FIRST_NESTEROV:
+            b[i] = LRC_STORE_B(scaled ? d : LRC_NAME(quieted)(d)); d = d + mom * d; break;
         case LRC_MOM_HEAVY_BALL:
             bi = mom * LRC_LOAD_B(b[i]) + damp1 * d; b[i] = LRC_STORE_B(bi); d = bi; break;
         case LRC_MOM_NESTEROV:
@@ -207,26 +221,46 @@ LRC_ALWAYS_INLINE void LRC_NAME(rmsprop)(
 #undef LRC_RMSPROP_CASE
 }
 
+/* 1 when x is nonzero and |x| < below: a gradient whose products may leave the normal range. */
+LRC_ALWAYS_INLINE int LRC_NAME(tiny)(LRC_REAL x, LRC_REAL below)
+{
+    return (LRC_FABS(x) < below) & (x != (LRC_REAL)0);
+}
+
 /* Adam / AdamW (torch.optim.Adam, AdamW), with step_size = lr / (1 − β1^t) and
  * inv_bc2_sqrt = 1 / √(1 − β2^t) computed by the caller:
  *   g ← ±g;  L2: g ← g + wd·p;  decoupled (AdamW): p ← p·(1 − lr·wd);
  *   m ← lerp(m, g, 1 − β1);  v ← β2·v + ((1 − β2)·g)·g;
  *   v̂ = max(vmax, v) → vmax (amsgrad, NaN-propagating like torch.maximum) or v;
  *   p ← p − (step_size·m) / (√v̂·inv_bc2_sqrt + eps). */
-LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
+/* ahead (a constant): also return whether one of the n gradients after these is tiny;
+ * careful (a constant): form (1 − β2)·g and its product with g as exact float64 products
+ * rounded once to LRC_REAL (multiplied by `one`, an exact 1.0 the compiler cannot see, so
+ * that it does not shorten them back into LRC_REAL multiplies): the same bits without the
+ * microcode assist of a subnormal operand or result (see adam). */
+LRC_ALWAYS_INLINE int LRC_NAME(adam_loop)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
     LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n,
-    LRC_REAL step_size, LRC_REAL inv_bc2_sqrt, LRC_REAL gf, const int scaled, LRC_BITS flip, LRC_REAL wd,
-    LRC_REAL decay, LRC_REAL b1c, LRC_REAL b1c_1, const int low, LRC_REAL b2, LRC_REAL b2c,
-    LRC_REAL eps, const int wd_mode, const int amsgrad)
+    LRC_REAL step_size, LRC_REAL inv_bc2_sqrt, LRC_REAL gf, const int scaled, LRC_BITS flip,
+    LRC_REAL wd, LRC_REAL decay, LRC_REAL b1c, LRC_REAL b1c_1, const int low, LRC_REAL b2,
+    LRC_REAL b2c, LRC_REAL eps, const int wd_mode, const int amsgrad, const int careful,
+    const int ahead, LRC_REAL tiny_below, double one)
 {
+    int tiny_ahead = 0;
     for (lrc_index i = 0; i < n; i++) {
         LRC_REAL d = LRC_GRAD(i);
         LRC_REAL pi = LRC_LOAD_P(p[i]);
         if (wd_mode == LRC_WD_L2) d = d + wd * pi;
         if (wd_mode == LRC_WD_DECOUPLED) pi = pi * decay;
         const LRC_REAL mi = LRC_NAME(lerp)(LRC_LOAD_B(m[i]), d, b1c, b1c_1, low);
-        const LRC_REAL vi = b2 * LRC_LOAD_B(v[i]) + (b2c * d) * d;
+        LRC_REAL vi;
+        if (careful) {
+            const LRC_REAL x = (LRC_REAL)((double)b2c * (double)d * one);
+            vi = b2 * LRC_LOAD_B(v[i]) + (LRC_REAL)((double)x * (double)d * one);
+        } else {
+            vi = b2 * LRC_LOAD_B(v[i]) + (b2c * d) * d;
+        }
+        if (ahead) tiny_ahead |= LRC_NAME(tiny)(LRC_LOAD_G(g[i + n]), tiny_below);
         m[i] = LRC_STORE_B(mi);
         v[i] = LRC_STORE_B(vi);
         LRC_REAL vh = vi;
@@ -237,35 +271,90 @@ LRC_ALWAYS_INLINE void LRC_NAME(adam_loop)(
         }
         p[i] = LRC_STORE_P(pi - (step_size * mi) / (LRC_SQRT(vh) * inv_bc2_sqrt + eps));
     }
+    return tiny_ahead;
 }
+
+/* 1 when one of g[0 .. n) is tiny. */
+LRC_ALWAYS_INLINE int LRC_NAME(any_tiny)(const LRC_G *LRC_RESTRICT g, lrc_index n,
+                                         LRC_REAL below)
+{
+    int any = 0;
+    for (lrc_index i = 0; i < n; i++) any |= LRC_NAME(tiny)(LRC_LOAD_G(g[i]), below);
+    return any;
+}
+
+/* The underflow guard (guard: a constant, set at the vector levels where it pays): a gradient
+ * g below about √(smallest normal / (1 − β2)) (3.4e-18 in float32 with β2 = 0.999), which
+ * trained networks produce, makes (1 − β2)·g·g a subnormal number, and every vector multiply
+ * that produces or reads one takes a microcode assist of about a hundred cycles (torch's fused
+ * step takes none there: benchmarks/subnormal_step.py). With the guard, the loop
+ * runs on blocks of LRC_GUARD_BLOCK elements; a block holding a nonzero gradient below
+ * tiny_below (2·√(smallest normal / (1 − β2)) / |grad factor|, the test read ahead within the
+ * block before it) runs the careful form of adam_loop, which gives the same bits. */
+#define LRC_GUARD_BLOCK 1024
 
 LRC_ALWAYS_INLINE void LRC_NAME(adam)(
     LRC_P *LRC_RESTRICT p, const LRC_G *LRC_RESTRICT g, LRC_B *LRC_RESTRICT m,
     LRC_B *LRC_RESTRICT v, LRC_B *LRC_RESTRICT vmax, lrc_index n, const lrc_hyper *h,
-    double step_size, double inv_bc2_sqrt)
+    double step_size, double inv_bc2_sqrt, const int guard)
 {
     const LRC_REAL ss = (LRC_REAL)step_size, inv_bc2 = (LRC_REAL)inv_bc2_sqrt;
     const LRC_REAL gf = (LRC_REAL)h->grad_factor;
     const LRC_BITS flip = LRC_NAME(maximize_mask)(h);
-    const LRC_REAL wd = (LRC_REAL)h->weight_decay, decay = (LRC_REAL)(1.0 - h->lr * h->weight_decay);
+    const LRC_REAL wd = (LRC_REAL)h->weight_decay;
+    const LRC_REAL decay = (LRC_REAL)(1.0 - h->lr * h->weight_decay);
     const LRC_REAL b1c = (LRC_REAL)(1.0 - h->beta1), b1c_1 = (LRC_REAL)1 - b1c;
     const int low = b1c < (LRC_REAL)0.5;
     const LRC_REAL b2 = (LRC_REAL)h->beta2, b2c = (LRC_REAL)(1.0 - h->beta2);
     const LRC_REAL eps = (LRC_REAL)h->eps;
     const int wd_mode = h->weight_decay == 0.0 ? LRC_WD_NONE
                       : h->decoupled_weight_decay ? LRC_WD_DECOUPLED : LRC_WD_L2;
-#define LRC_ADAM_CASE(mode, ams) LRC_NAME(adam_loop)( \
-    p, g, m, v, vmax, n, ss, inv_bc2, gf, scaled, flip, wd, decay, b1c, b1c_1, low, b2, b2c, eps, \
-    mode, ams)
+    const int guarded = LRC_GUARD_UNDERFLOW && guard;
+    const double smallest = LRC_GUARD_UNDERFLOW ? FLT_MIN : DBL_MIN;
+    const double b2c_wide = h->beta2 < 1.0 ? 1.0 - h->beta2 : 1.0;
+    const LRC_REAL tiny_below = (LRC_REAL)(2.0 * sqrt(smallest / b2c_wide) / fabs(h->grad_factor));
+    const double one = lrc_exact_one;
+    /* the loop over elements [o, o + len), careful or not, reading ahead or not */
+#define LRC_ADAM_CASE(mode, ams) tiny_ahead = LRC_NAME(adam_loop)(                         \
+    p + o, g + o, m + o, v + o, amsgrad_buffer, len, ss, inv_bc2, gf, scaled, flip, wd,   \
+    decay, b1c, b1c_1, low, b2, b2c, eps, mode, ams, careful, ahead, tiny_below, one)
 #define LRC_ADAM_CASES(ams)                                                                \
     if (wd_mode == LRC_WD_NONE) LRC_ADAM_CASE(LRC_WD_NONE, ams);                           \
     else if (wd_mode == LRC_WD_L2) LRC_ADAM_CASE(LRC_WD_L2, ams);                          \
     else LRC_ADAM_CASE(LRC_WD_DECOUPLED, ams);
-    if (h->amsgrad) {
-        LRC_SCALED(LRC_ADAM_CASES(1))
-    } else {
-        LRC_SCALED(LRC_ADAM_CASES(0))
+#define LRC_ADAM_RANGE(careful_, ahead_)                                                   \
+    {                                                                                      \
+        const int careful = careful_, ahead = ahead_;                                      \
+        LRC_B *amsgrad_buffer = h->amsgrad ? vmax + o : vmax;                              \
+        if (h->amsgrad) {                                                                  \
+            LRC_SCALED(LRC_ADAM_CASES(1))                                                  \
+        } else {                                                                           \
+            LRC_SCALED(LRC_ADAM_CASES(0))                                                  \
+        }                                                                                  \
     }
+    int tiny_ahead = 0;
+    if (!guarded) {
+        const lrc_index o = 0, len = n;
+        LRC_ADAM_RANGE(0, 0)
+        return;
+    }
+    int tiny = LRC_NAME(any_tiny)(g, n < LRC_GUARD_BLOCK ? n : LRC_GUARD_BLOCK, tiny_below);
+    for (lrc_index o = 0; o < n; o += LRC_GUARD_BLOCK) {
+        const lrc_index len = n - o < LRC_GUARD_BLOCK ? n - o : LRC_GUARD_BLOCK;
+        const lrc_index rest = n - o - len;         /* elements after this block */
+        if (tiny) {
+            LRC_ADAM_RANGE(1, 0)
+        } else if (rest >= LRC_GUARD_BLOCK) {
+            LRC_ADAM_RANGE(0, 1)
+            tiny = tiny_ahead;
+            continue;
+        } else {
+            LRC_ADAM_RANGE(0, 0)
+        }
+        tiny = LRC_NAME(any_tiny)(g + o + len, rest < LRC_GUARD_BLOCK ? rest : LRC_GUARD_BLOCK,
+                                  tiny_below);
+    }
+#undef LRC_ADAM_RANGE
 #undef LRC_ADAM_CASES
 #undef LRC_ADAM_CASE
 }

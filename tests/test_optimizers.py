@@ -110,6 +110,45 @@ def test_compiled_matches_reference(compiled, rng, cls, ref, lr, options, size, 
     assert state.step_count == STEPS and state.array_steps == [STEPS]
 
 
+# Sizes around the blocks of Adam's underflow guard (src/kernels_impl.h LRC_GUARD_BLOCK, 256
+# elements: a block holding a nonzero gradient below ~3.4e-18 runs the careful form, and each
+# block's test is read ahead in the block before it)
+GUARD_SIZES = [1, 255, 256, 257, 511, 512, 513, 1000, 4 * 256 + 17, 3 * 32768 + 5]
+ADAM_CASES = [c for c in CASES if c[0] in (lrcore.Adam, lrcore.AdamW)]
+
+
+def mixed_magnitude_grads(rng, n):
+    """float32 gradients in runs of 1 to 600 elements of one kind: normal (1e-2), tiny (1e-20:
+    (1 − β2)·g·g underflows), subnormal (1e-41) or zero; so guard blocks of every mixture
+    and whole blocks of each kind."""
+    kinds, total = [], 0
+    while total < n:
+        length = int(rng.integers(1, 600))
+        kinds.append(np.full(length, rng.integers(0, 4)))
+        total += length
+    scale = np.array([1e-2, 1e-20, 1e-41, 0.0])[np.concatenate(kinds)[:n]]
+    return (rng.standard_normal(n) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("vector_level", LEVELS, indirect=True)
+@pytest.mark.parametrize("grad_scale", [None, 4.0])
+@pytest.mark.parametrize("cls, ref, lr, options", ADAM_CASES,
+                         ids=[CASE_IDS[CASES.index(c)] for c in ADAM_CASES])
+def test_tiny_and_subnormal_gradients_give_the_reference_bits(compiled, rng, cls, ref, lr,
+                                                              options, grad_scale, vector_level):
+    """Adam where gradients leave float32's normal range, on every vector level (the guard
+    runs where it pays): the careful form gives the fast form's bits, the reference's."""
+    params = [rng.standard_normal(n).astype(np.float32) for n in GUARD_SIZES]
+    grads_per_step = [[mixed_magnitude_grads(rng, n) for n in GUARD_SIZES] for _ in range(STEPS)]
+    factor = np.float32(1.0 / grad_scale) if grad_scale else np.float32(1.0)
+    scaled = [[g * factor for g in grads] for grads in grads_per_step]
+    want_params, want_buffers = reference_run(cls, ref, params, scaled, [lr] * STEPS, options)
+    state = cls(lr=lr, **options)
+    for grads in grads_per_step:
+        lrcore.step(params, grads, state, grad_scale=grad_scale)
+    assert_state_equals(state, params, want_params, want_buffers)
+
+
 @pytest.mark.parametrize("cls, ref, lr, options", CASES, ids=CASE_IDS)
 def test_one_call_over_a_list_equals_the_reference_per_array(compiled, rng, cls, ref, lr, options):
     """A mixed list (shapes, float32 and float64) in one call == each array on its own."""

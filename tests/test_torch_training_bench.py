@@ -164,3 +164,38 @@ def test_sign_test_interval_matches_the_tables(script):
         values = [10.0 * i for i in range(n)][::-1]           # any order
         assert script.sign_test_interval(values) == (10.0 * (k - 1), 10.0 * (n - k))
     assert script.sign_test_interval([1.0] * 5) is None
+
+
+# -- benchmarks/subnormal_step.py ---------------------------------------------------------
+
+SUBNORMAL_SCRIPT = os.path.join(os.path.dirname(SCRIPT), "subnormal_step.py")
+
+
+def test_subnormal_step_draws_the_gradients_it_describes():
+    spec = importlib.util.spec_from_file_location("lrcore_benchmarks_subnormal", SUBNORMAL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    smallest = torch.finfo(torch.float32).tiny
+    normal, tiny, subnormal = (module.gradient(kind, 10000).abs() for kind in
+                               ("normal", "tiny", "subnormal"))
+    assert normal.min() >= smallest and normal.max() < 1.0
+    # (1 − β2)·g·g below the smallest normal for nearly every tiny gradient, never 0 for all
+    square = 0.001 * tiny.double() ** 2
+    assert (tiny >= smallest).all() and (square < smallest).float().mean() > 0.99
+    assert ((subnormal > 0) & (subnormal < smallest)).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("flush", [[], ["--flush-denormal"]])
+def test_subnormal_step_prints_a_row_per_kind_and_thread_count(flush):
+    result = subprocess.run([sys.executable, SUBNORMAL_SCRIPT, "--elements", "70000", "--steps",
+                             "2", "--threads", "1", "2", *flush], capture_output=True,
+                            text=True, timeout=600, cwd=os.path.dirname(SUBNORMAL_SCRIPT))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
+            if re.match(r"\| (normal|tiny|subnormal) \|", line)]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        (kind, threads) for threads in "12" for kind in ("normal", "tiny", "subnormal")]
+    for row in rows:
+        mine, theirs, ratio = (float(cell) for cell in row[2:])
+        assert mine > 0 and theirs > 0 and ratio > 0
+    assert ("flush-to-zero" in result.stdout) == bool(flush)
