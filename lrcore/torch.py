@@ -80,6 +80,7 @@ tensor of a floating param to the param's dtype: uint8 codes to float values, fl
 of a bfloat16 param to bfloat16), and the next step checks them: a state tensor of another
 dtype, shape or layout than the options give raises the errors above, naming the tensor.
 """
+import operator
 import re
 
 import numpy as np
@@ -89,7 +90,7 @@ try:
 except ImportError:
     raise ImportError("lrcore.torch needs torch: pip install 'lrcore[torch]'") from None
 
-from lrcore import _validate, optimizers, schedules
+from lrcore import _backend, _validate, optimizers, schedules
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
 
@@ -319,8 +320,11 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                 if new:
                     self.state[p].update(new)
             if views.steps is not None:
+                # in place, through views of the params' state["step"]: storing the sum
+                # made in double is the float32 / float64 `step += 1` (below 2**53 the sum is
+                # exact, so it is rounded once), at a twentieth of a numpy in-place add's cost
                 for step in views.steps:
-                    step += 1       # in place: a view of the param's state["step"]
+                    step[()] = step.item() + 1.0
             elif self._has_step:
                 for _, p in members:
                     self.state[p]["step"] += 1
@@ -394,7 +398,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         """Each param's own update count (drives bias corrections / first steps), read before
         this step: its state["step"] (0 for one this step creates)."""
         steps = views.steps if views.steps is not None else [
-            t for entries in views.tensors for key, t, _ in entries if key == "step"]
+            t for entries in views.tensors for key, t in entries if key == "step"]
         return np.array([int(step) for step in steps], dtype=np.int64)
 
     def _lrcore_class_of(self, group):
@@ -451,6 +455,17 @@ def _is_dense(t):
     return True
 
 
+def _check_resolved(t, name):
+    """t's memory must hold its values: not a lazy conj() or negated view (conjugate or
+    negative bit set), whose values exist only as torch reads them."""
+    for bit, lazy, resolve in ((t.is_conj(), "conjugate", "resolve_conj"),
+                               (t.is_neg(), "negative", "resolve_neg")):
+        if bit:
+            raise ValueError(f"{name} is a lazy view with its {lazy} bit set: its memory does "
+                             f"not hold its values, and lrcore reads and updates memory in "
+                             f"place; pass a tensor without it ({resolve}() makes one)")
+
+
 def _check_param(t, name):
     if t.is_sparse:
         raise TypeError(f"{name} is a sparse tensor; lrcore updates dense CPU tensors")
@@ -465,6 +480,7 @@ def _check_param(t, name):
         raise ValueError(f"{name} is not dense (shape {tuple(t.shape)}, strides {t.stride()}: "
                          f"its elements overlap or leave gaps); lrcore updates in place and "
                          f"never copies")
+    _check_resolved(t, name)
 
 
 def _check_like(t, p, name, dtype=None, why=None, what="the param"):
@@ -475,6 +491,7 @@ def _check_like(t, p, name, dtype=None, why=None, what="the param"):
         raise TypeError(f"{name} is a sparse tensor; lrcore updates dense CPU tensors")
     if t.device.type != "cpu":
         raise ValueError(f"{name} is on {t.device}; lrcore.torch runs on CPU tensors")
+    _check_resolved(t, name)
     if dtype is None and t.dtype != p.dtype:
         raise TypeError(f"{name} has dtype {t.dtype}, the param {p.dtype}")
     if dtype is not None and t.dtype != dtype:
@@ -547,6 +564,7 @@ def _check_state(st, name, p, fmt, blocks, group, where):
     if not a.is_contiguous():
         raise ValueError(f"{label} has strides {a.stride()}, expected a contiguous tensor; "
                          f"lrcore updates it in place and never copies")
+    _check_resolved(a, label)
 
 
 def _state_tensor(p, fmt, values):
@@ -572,6 +590,10 @@ def _flat(t):
 
 _PLAIN = (torch.float32, torch.float64, torch.float16)
 
+# the compiled view of memory at an address (None without the extension): a grad laid out as
+# its param, checked, is viewed through it as the param's flat view's dtype and size
+_array_at = getattr(_backend._kernels, "_array_at", None)
+
 
 def _grad_view(g):
     """_flat(g) for reading, sooner for a contiguous float16 / float32 / float64 tensor (the
@@ -590,6 +612,9 @@ def _memory(t):
     return t.data_ptr(), t.dtype, t.shape, t.stride(), t.is_conj(), t.is_neg()
 
 
+_NO_STATE = {}     # what valid() reads for a param without state (never written)
+
+
 class _GroupViews:
     """A param group's params and state buffers as checked numpy views, with the layout and
     signature the update binds them with: what _prepare sets up at a step, kept for the next.
@@ -605,12 +630,17 @@ class _GroupViews:
     def __init__(self, group, options, members, params, buffers, layout, tensors):
         self.group, self.options = group, options
         self.members = [p for _, p in members]
-        self.memory = [_memory(p) for p in self.members]
         self.params, self.buffers, self.layout = params, buffers, layout
         self.signature = _validate.signature_of((a.dtype, a.shape) for a in params)
-        # per param: (state key, tensor or None, its _memory) of the state entries checked
-        self.tensors = [[(key, t, t if t is None else _memory(t)) for key, t in entries]
-                        for entries in tensors]
+        # per param: (state key, tensor or None) of the state entries checked
+        self.tensors = tensors
+        # valid() compares, per param, its state dict's entries at these keys with these
+        # tensors, and every tensor viewed (params, then state tensors) with its _memory
+        self.keys = [tuple(key for key, _ in entries) for entries in tensors]
+        self.values = [tuple(t for _, t in entries) for entries in tensors]
+        self.watched = self.members + [t for entries in tensors for _, t in entries
+                                       if t is not None]
+        self.memory = [_memory(t) for t in self.watched]
         self.steps = _step_views([t for entries in tensors for key, t in entries
                                   if key == "step"])
 
@@ -618,24 +648,29 @@ class _GroupViews:
         if group is not self.group or options != self.options \
                 or len(members) != len(self.members):
             return False
-        for (_, p), q, memory, entries in zip(members, self.members, self.memory, self.tensors):
-            if p is not q or _memory(p) != memory:
+        for (_, p), q, keys, values in zip(members, self.members, self.keys, self.values):
+            if p is not q:
                 return False
-            st = state.get(p, {})
-            for key, t, t_memory in entries:
-                if st.get(key) is not t or (t is not None and _memory(t) != t_memory):
-                    return False
-        return True
+            st = state.get(p, _NO_STATE)
+            if not all(map(operator.is_, map(st.get, keys), values)):
+                return False
+        # (one comparison of two lists: this runs at every step, for every tensor)
+        return list(map(_memory, self.watched)) == self.memory
 
     def grads(self, members, index):
         """The members' grads as numpy arrays, each checked to be laid out as its param."""
         out = []
-        for (i, p), (_, dtype, shape, stride, *_) in zip(members, self.memory):
+        for (i, p), (_, dtype, shape, stride, *_), like in zip(members, self.memory,
+                                                               self.params):
             g = p.grad
-            if not (g.dtype is dtype and g.shape == shape and g.stride() == stride
-                    and g.is_cpu and g.layout is torch.strided):
-                # the errors of a full check; size-1 dimensions may have other strides
-                _check_like(g, p, f"param_groups[{index}]['params'][{i}].grad")
+            if (_array_at is not None and g.dtype is dtype and g.shape == shape
+                    and g.stride() == stride and g.is_cpu and g.layout is torch.strided
+                    and not g.is_neg() and not g.is_conj()):
+                # laid out as the param: its memory is that of the param's flat view
+                out.append(_array_at(g.data_ptr(), like, g))
+                continue
+            # the errors of a full check; size-1 dimensions may have other strides
+            _check_like(g, p, f"param_groups[{index}]['params'][{i}].grad")
             out.append(_grad_view(g))
         return out
 

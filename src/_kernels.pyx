@@ -13,6 +13,7 @@ from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThr
                                WAIT_LOCK)
 from libc.math cimport isfinite, sqrt, INFINITY
 from libc.stdlib cimport malloc, free
+from cpython.ref cimport Py_INCREF
 import numpy as np
 cimport numpy as cnp
 
@@ -41,6 +42,10 @@ cnp.import_array()
 cdef extern from "numpy/arrayobject.h":
     bint PyArray_ISNOTSWAPPED(cnp.ndarray)
     int NPY_USERDEF
+    # (numpy's own .pxd leaves it out; subtype and descr are pointers the C call converts,
+    # descr's reference is stolen)
+    object PyArray_NewFromDescr(void *subtype, void *descr, int nd, cnp.npy_intp *dims,
+                                cnp.npy_intp *strides, void *data, int flags, object obj)
 
 cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident()
@@ -396,6 +401,21 @@ def pool_workers():
     """Worker threads the pool has started in this process (0 before any parallel call, and
     in a forked child until it makes one)."""
     return lrc_pool_workers()
+
+
+def _array_at(Py_ssize_t address, cnp.ndarray like, object owner):
+    """A 1-D writeable array of like's dtype and size over the memory at `address`, which
+    keeps `owner` alive: lrcore.torch's view of a grad it has checked to be laid out as its
+    param (like: the param's flat view), at a tenth of the cost of Tensor.numpy(). The
+    caller guarantees that owner holds like.size elements of that dtype from address on."""
+    cdef cnp.npy_intp size = cnp.PyArray_SIZE(like)
+    cdef cnp.dtype descr = like.dtype
+    Py_INCREF(descr)            # PyArray_NewFromDescr steals the reference
+    cdef cnp.ndarray out = PyArray_NewFromDescr(
+        <void *>np.ndarray, <void *>descr, 1, &size, NULL, <void *>address,
+        cnp.NPY_ARRAY_CARRAY, None)     # (numpy sets ALIGNED from the address)
+    cnp.set_array_base(out, owner)
+    return out
 
 
 cdef class StepCore:

@@ -131,6 +131,11 @@ def test_an_lrcore_schedule_as_lr(backend):
     assert opt.param_groups[0]["lrcore_step_count"] == 4
 
 
+def as_bytes(t):
+    """t's values as bytes (a lazy conj / negated view resolved: one value per memory state)."""
+    return t.detach().resolve_conj().resolve_neg().contiguous().view(torch.uint8)
+
+
 def bad_params():
     """(param, its grad, error, message): the tensors a step refuses, naming the tensor."""
     gappy = torch.nn.Parameter(torch.randn(4, 6)[:, ::2])
@@ -139,6 +144,9 @@ def bad_params():
         warnings.simplefilter("ignore", UserWarning)
         chalf = torch.nn.Parameter(torch.randn(3, dtype=torch.complex64).to(torch.complex32))
     fp8 = torch.nn.Parameter(torch.randn(3).to(torch.float8_e4m3fn), requires_grad=False)
+    # lazy views: memory holding the conjugate / negation of the values
+    conjugated = torch.randn(3, dtype=torch.complex64).conj()
+    plain = torch.nn.Parameter(torch.randn(3))
     return [
         (gappy, torch.ones_like(gappy), ValueError,
          r"param_groups\[0\]\['params'\]\[0\] is not dense"),
@@ -151,11 +159,18 @@ def bad_params():
         (fp8, torch.ones_like(fp8), TypeError,
          r"param_groups\[0\]\['params'\]\[0\] has dtype torch.float8_e4m3fn; lrcore.torch "
          r"takes float16, bfloat16, float32, float64, complex64 or complex128"),
+        (conjugated, torch.ones_like(conjugated), ValueError,
+         r"param_groups\[0\]\['params'\]\[0\] is a lazy view with its conjugate bit set: "
+         r"its memory does not hold its values.*resolve_conj\(\)"),
+        (plain, torch._neg_view(torch.ones(3)), ValueError,
+         r"param_groups\[0\]\['params'\]\[0\]\.grad is a lazy view with its negative bit "
+         r"set.*resolve_neg\(\)"),
     ]
 
 
 @pytest.mark.parametrize("param, grad, exc, message", bad_params(),
-                         ids=["not-dense", "grad-strides", "complex32", "float8"])
+                         ids=["not-dense", "grad-strides", "complex32", "float8", "conj-param",
+                              "negated-grad"])
 def test_unsupported_tensors_raise_naming_the_parameter(param, grad, exc, message):
     param.grad = grad
     before = param.detach().clone()
@@ -163,8 +178,7 @@ def test_unsupported_tensors_raise_naming_the_parameter(param, grad, exc, messag
     with pytest.raises(exc, match=message):
         opt.step()
     # compared as bytes: torch.equal has no complex32 / float8 kernel
-    assert torch.equal(param.detach().contiguous().view(torch.uint8),
-                       before.contiguous().view(torch.uint8))
+    assert torch.equal(as_bytes(param), as_bytes(before))
     assert len(opt.state) == 0
 
 
@@ -613,6 +627,14 @@ def grad_aliasing_param(p):
     p.grad = p.detach()
 
 
+def negate_lazily_in_place(p):   # the same memory, read by torch as its negation
+    p.data = torch._neg_view(p.data)
+
+
+def negated_grad(p):
+    p.grad = torch._neg_view(torch.full((4, 4), 0.5, dtype=torch.float64))
+
+
 HOSTILE = [
     (transpose_in_place, ValueError,
      r"param_groups\[1\]\['params'\]\[0\]\.grad has strides \(4, 1\) where the param has "
@@ -626,6 +648,10 @@ HOSTILE = [
     (grad_aliasing_param, ValueError,
      r"param_groups\[1\]\['params'\]\[0\]\.grad shares memory with "
      r"param_groups\[1\]\['params'\]\[0\]"),
+    (negate_lazily_in_place, ValueError,
+     r"param_groups\[1\]\['params'\]\[0\] is a lazy view with its negative bit set"),
+    (negated_grad, ValueError,
+     r"param_groups\[1\]\['params'\]\[0\]\.grad is a lazy view with its negative bit set"),
 ]
 
 
@@ -647,6 +673,5 @@ def test_a_step_after_others_refuses_what_a_first_step_refuses(backend, name, ch
         opt.step()
     assert torch.equal(x.detach(), x_before)
     # as bytes: float64 memory seen as complex64 holds NaNs
-    assert torch.equal(p.detach().contiguous().view(torch.uint8),
-                       p_before.contiguous().view(torch.uint8))
+    assert torch.equal(as_bytes(p), as_bytes(p_before))
     assert_same(opt.state_dict(), before)
