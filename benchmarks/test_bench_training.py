@@ -5,6 +5,9 @@ benchmarks/torch_training.py's (an MLP 256-1024-1024-1024-10 of 2.4 M params, ba
 
     pytest benchmarks/test_bench_training.py --benchmark-only
 
+test_step_of_50_small_tensors times optimizer.step() alone on 50 tiny params: the cost of a
+step beside its arithmetic.
+
 Each (model, thread count) is one benchmark group, so both optimizers appear side by side.
 torch.set_num_threads and lrcore.set_num_threads are both set to the thread count. Skipped when
 torch is not installed. benchmarks/torch_training.py times the same loop on larger models with
@@ -62,3 +65,26 @@ def test_training_iteration(benchmark, model, optimizer, threads):
     benchmark.group = f"{model}, {threads} thread(s)"
     benchmark.extra_info["params"] = sum(p.numel() for p in net.parameters())
     benchmark(one_iteration)
+
+
+@pytest.mark.parametrize("optimizer", training.OPTIMIZERS)
+def test_step_of_50_small_tensors(benchmark, optimizer):
+    """optimizer.step() alone on 50 params of 16 elements (the Transformer's tensor count),
+    1 thread: what a step costs beside the arithmetic (lrcore.torch's checks of the views it
+    keeps, torch's per-tensor dispatch)."""
+    before = torch.get_num_threads(), lrcore.get_num_threads()
+    torch.set_num_threads(1)
+    lrcore.set_num_threads(1)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(16, generator=generator)) for _ in range(50)]
+        for p in params:
+            p.grad = torch.randn(16, generator=generator)
+        opt = training.make_optimizer(optimizer, params)
+        for _ in range(WARMUP):
+            opt.step()
+        benchmark.group = "step of 50 tensors of 16 elements, 1 thread"
+        benchmark(opt.step)
+    finally:
+        torch.set_num_threads(before[0])
+        lrcore.set_num_threads(before[1])

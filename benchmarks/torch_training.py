@@ -53,27 +53,31 @@ threads' CPU time in the other's phase.
 --flush-denormal sets flush-to-zero first; the table's last column is the share of the
 lrcore-trained model's gradient values that are subnormal at the end.
 
-Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 1.2 at the start), lrcore
-0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY unset),
---rounds 30:
+Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.9 at the start, 1.6 at the
+end), lrcore 0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY
+unset), --rounds 30:
 
 | model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict | subnormal grads |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| mlp | 14.7 M | 1 | 161.58 | 143.32 | 1.036 (0.994-1.129) | 0.840-1.462 | 27.79 (17 %) | 25.85 (18 %) | 1.075 | same within noise | 0.13 % |
-| mlp | 14.7 M | 2 | 69.77 | 68.48 | 1.032 (1.012-1.060) | 0.894-2.667 | 14.67 (21 %) | 12.92 (19 %) | 1.136 | lrcore slower | 0.00 % |
-| transformer | 3.2 M | 1 | 97.52 | 99.97 | 1.012 (1.003-1.024) | 0.728-1.200 | 7.14 (7 %) | 6.17 (6 %) | 1.156 | lrcore slower | 0.00 % |
-| transformer | 3.2 M | 2 | 61.50 | 60.64 | 1.016 (1.011-1.021) | 0.966-1.080 | 5.03 (8 %) | 4.06 (7 %) | 1.237 | lrcore slower | 0.00 % |
+| mlp | 14.7 M | 1 | 134.95 | 118.92 | 1.045 (1.005-1.081) | 0.931-1.549 | 24.01 (18 %) | 22.75 (19 %) | 1.055 | lrcore slower | 0.13 % |
+| mlp | 14.7 M | 2 | 83.60 | 82.58 | 1.003 (0.991-1.012) | 0.916-1.112 | 13.20 (16 %) | 12.19 (15 %) | 1.083 | same within noise | 0.19 % |
+| transformer | 3.2 M | 1 | 73.66 | 73.04 | 1.009 (1.002-1.017) | 0.731-1.336 | 5.88 (8 %) | 5.47 (7 %) | 1.073 | lrcore slower | 0.00 % |
+| transformer | 3.2 M | 2 | 47.10 | 44.95 | 1.025 (1.009-1.064) | 0.812-1.363 | 4.00 (8 %) | 3.39 (8 %) | 1.181 | lrcore slower | 0.00 % |
 
-With rounds of 2 s (--models mlp --round-seconds 2): mlp 1.020 (0.996-1.034) at 1 thread,
-1.050 (0.998-1.109) at 2, both same within noise. The transformer's step is 0.6-1 ms longer:
-the Python work of lrcore.torch (it keeps each group's checked views of params and state
-from step to step and views only the grads, but checks that the 200 kept tensors are the same
-ones at the same memory). As the MLP trains, some gradients fall below 3.4e-18, where Adam's
+A run a quarter of an hour before: mlp 1.004 (0.985-1.017) and 1.051 (1.019-1.153),
+transformer 1.008 (0.983-1.041) and 1.019 (0.995-1.043), at 1 and 2 threads. With rounds of
+2 s (--models mlp --round-seconds 2): mlp 1.005 (0.972-1.083) at 1 thread, 0.966
+(0.800-1.019) at 2, both same within noise. The transformer's step is 0.4-0.6 ms longer: the
+Python work of lrcore.torch (it keeps each group's checked views of params and state from
+step to step and views only the grads, but checks that the 200 kept tensors are the same
+ones at the same memory; benchmarks/test_bench_training.py's test_step_of_50_small_tensors
+times that). As the MLP trains, some gradients fall below 3.4e-18, where Adam's
 (1 - beta2)·g·g is subnormal, and some below float32's smallest normal: without
 flush-to-zero every vector multiply that reads or produces such a number takes a microcode
 assist. lrcore's AVX-512 loops form those products in float64 where a block holds such a
-gradient (the same bits, benchmarks/subnormal_step.py); before that the MLP ran at 1.12
-(1.02-1.15), step 30.1 / 21.8 ms, at 1 thread.
+gradient (the same bits, at about 1.3 times a normal block's cost:
+benchmarks/subnormal_step.py); before that the MLP ran at 1.12 (1.02-1.15), step 30.1 /
+21.8 ms, at 1 thread.
 The kernels themselves are not slower on normal numbers (lrcore.step and the fused step on
 the same memory: 22.7 / 22.3 ms at 1 thread, 12.7 / 13.1 ms at 2, min of 20 alternating
 steps, 14.7 M elements). Nor do the thread pools get in each other's way (--schedstat):

@@ -406,7 +406,7 @@ def pool_workers():
 def _array_at(Py_ssize_t address, cnp.ndarray like, object owner):
     """A 1-D writeable array of like's dtype and size over the memory at `address`, which
     keeps `owner` alive: lrcore.torch's view of a grad it has checked to be laid out as its
-    param (like: the param's flat view), at a tenth of the cost of Tensor.numpy(). The
+    param (like: the param's flat view), at a fifth of the cost of Tensor.numpy(). The
     caller guarantees that owner holds like.size elements of that dtype from address on."""
     cdef cnp.npy_intp size = cnp.PyArray_SIZE(like)
     cdef cnp.dtype descr = like.dtype
