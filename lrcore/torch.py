@@ -660,14 +660,14 @@ class _GroupViews:
     def grads(self, members, index):
         """The members' grads as numpy arrays, each checked to be laid out as its param."""
         out = []
-        for (i, p), (_, dtype, shape, stride, *_), like in zip(members, self.memory,
-                                                               self.params):
+        for (i, p), memory, like in zip(members, self.memory, self.params):
             g = p.grad
-            if (_array_at is not None and g.dtype is dtype and g.shape == shape
-                    and g.stride() == stride and g.is_cpu and g.layout is torch.strided
-                    and not g.is_neg() and not g.is_conj()):
-                # laid out as the param: its memory is that of the param's flat view
-                out.append(_array_at(g.data_ptr(), like, g))
+            grad_memory = _memory(g)
+            if _array_at is not None and grad_memory is not None \
+                    and grad_memory[1:] == memory[1:]:
+                # laid out as the param (dtype, shape, strides, neither conj nor neg bit):
+                # its memory is that of the param's flat view
+                out.append(_array_at(grad_memory[0], like, g))
                 continue
             # the errors of a full check; size-1 dimensions may have other strides
             _check_like(g, p, f"param_groups[{index}]['params'][{i}].grad")
