@@ -136,10 +136,11 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         defaults = dict(defaults, state_format=state_format, param_rounding=param_rounding,
                         seed=seed, min_8bit_size=min_8bit_size)
         lr = defaults["lr"]      # a schedule is validated as lrcore does, not evaluated
-        self._lrcore_state(defaults, _scalar(lr, "lr") if torch.is_tensor(lr) else lr)
+        self._lrcore_state(defaults, _scalar(lr, "lr") if torch.is_tensor(lr) else lr, None)
         self.max_grad_norm = max_grad_norm
         self.last_grad_norm = None
         self._group_views = {}      # param group index -> _GroupViews of its last step
+        self._kept_states = {}      # param group index -> _KeptState of its last step
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=False,
                         differentiable=False)
         super().__init__(params, defaults)
@@ -170,6 +171,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("_max_grad_norm", None)
         self.__dict__.setdefault("last_grad_norm", None)
         self._group_views = {}      # views of the tensors before the load are stale
+        self._kept_states = {}
         for group in self.param_groups:
             for key, value in self._group_defaults.items():
                 group.setdefault(key, value)
@@ -286,7 +288,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
             rate = lr(count)
         else:               # a tensor is read now: torch's schedulers write into it
             rate = _scalar(lr, "lr") if torch.is_tensor(lr) else lr
-        state = self._lrcore_state(group, rate)
+        state, kept = self._lrcore_state(group, rate, self._kept_states.pop(index, None))
         options = (type(state), tuple(state._buffers_needed()),
                    *(_compact(group, key) for key in ("state_format", "min_8bit_size",
                                                       "param_rounding")))
@@ -330,6 +332,8 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                     self.state[p]["step"] += 1
             group["lrcore_step_count"] = count + 1
             self._group_views[index] = views
+            if kept is not None:
+                self._kept_states[index] = kept
         return check, update, grads
 
     def _new_views(self, index, group, options, members, state):
@@ -404,17 +408,25 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
     def _lrcore_class_of(self, group):
         return self._lrcore_class
 
-    def _lrcore_state(self, group, lr):
+    def _lrcore_state(self, group, lr, kept):
         """An lrcore state with the group's hyperparameters and learning rate `lr` (a number or
-        a schedule), validated by its constructor; torch's wording for what torch refuses."""
+        a schedule), validated by its constructor; torch's wording for what torch refuses.
+        Returns (state, a _KeptState of it or None): the state is built anew unless `kept`
+        (a _KeptState from a step of this group) was built from the very objects the group
+        holds now but its lr, then only its lr is set: a step skips building and validating
+        the same values again. None when a hyperparameter can change in place (a tensor, a
+        list), which the next step must read anew."""
         cls = self._lrcore_class_of(group)
-        values = {key: group[key] for key in _KEYS[cls.__name__]}
-        values.update({key: _compact(group, key) for key in _COMPACT_DEFAULTS})
-        values["lr"] = lr
-        if "betas" in values:
-            values["betas"] = _betas_values(values["betas"])
+        keys = _KEYS[cls.__name__]
+        given = [group[key] for key in keys] + [_compact(group, key) for key in _COMPACT_DEFAULTS]
         try:
-            return cls(**values)
+            if kept is not None and kept.cls is cls and all(map(operator.is_, given, kept.given)):
+                kept.state.lr = lr
+                return kept.state, kept
+            values = dict(zip(keys + tuple(_COMPACT_DEFAULTS), given), lr=lr)
+            if "betas" in values:
+                values["betas"] = _betas_values(values["betas"])
+            state = cls(**values)
         except ValueError as exc:
             name = str(exc).split(" ", 1)[0]    # lrcore's messages start with the argument
             wording = _TORCH_WORDING.get(name)
@@ -422,6 +434,24 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                 raise
             shown = group["betas"][int(name[6])] if name.startswith("betas[") else group.get(name)
             raise ValueError(f"{wording.format(shown)} ({exc})") from None
+        return state, _KeptState(cls, given, state) if _immutable(given) else None
+
+
+class _KeptState:
+    """An lrcore state kept from a group's step for the next (_lrcore_state): its class, the
+    objects its hyperparameters were read from and the state."""
+
+    __slots__ = ("cls", "given", "state")
+
+    def __init__(self, cls, given, state):
+        self.cls, self.given, self.state = cls, given, state
+
+
+def _immutable(values):
+    """Whether every value is a number, string, None or a tuple of them: objects that cannot
+    change in place, so the same object holds the same value."""
+    return all(isinstance(v, tuple) and _immutable(v)
+               or type(v) in (float, int, bool, str, type(None)) for v in values)
 
 
 def _scalar(t, name):
@@ -603,13 +633,22 @@ def _grad_view(g):
     return _flat(g)
 
 
-def _memory(t):
-    """What a numpy view of tensor t depends on: its address, dtype, shape, strides and
-    conjugate / negative bits; None for a tensor lrcore does not view (sparse, not on the
-    CPU)."""
-    if t.layout is not torch.strided or not t.is_cpu:
-        return None
-    return t.data_ptr(), t.dtype, t.shape, t.stride(), t.is_conj(), t.is_neg()
+# The per-step check reads the tensors it keeps through C calls mapped over lists, with no
+# Python frame per tensor (it runs at every step, for every tensor). A kept tensor was checked
+# dense and on the CPU; its layout cannot change in place (torch refuses `.data =` of a sparse
+# or meta tensor on a dense one), and a real tensor has no conjugate bit to set.
+_address = torch.Tensor.data_ptr
+_form = operator.attrgetter("dtype", "shape", "is_cpu")
+_strides = torch.Tensor.stride
+_is_neg = torch.Tensor.is_neg
+_is_conj = torch.Tensor.is_conj
+_layout = operator.attrgetter("layout")
+
+
+def _layouts(tensors):
+    """What a numpy view of each of these strided tensors depends on beside its address and
+    (complex) its conjugate bit: ((dtype, shape, is_cpu), strides, negative bit)."""
+    return list(zip(map(_form, tensors), map(_strides, tensors), map(_is_neg, tensors)))
 
 
 _NO_STATE = {}     # what valid() reads for a param without state (never written)
@@ -621,10 +660,11 @@ class _GroupViews:
 
     valid() says whether a step may use them: the same group dict and options (lrcore class,
     buffer names, state_format, min_8bit_size, param_rounding), the same params with grads
-    in the same order, the same tensors in their state dicts, each with the memory, dtype,
-    shape and strides it had (_memory). The views keep the tensors' memory alive, so an
-    unchanged address is the same memory. Anything else (load_state_dict, a state entry
-    replaced, `p.data = ...`, a param without a grad) makes the step check everything anew.
+    in the same order, the same tensors in their state dicts, each with the address, dtype,
+    shape, strides, device and conjugate / negative bits it had. The views keep the tensors'
+    memory alive, so an unchanged address is the same memory. Anything else (load_state_dict,
+    a state entry replaced, `p.data = ...`, a param without a grad) makes the step check
+    everything anew.
     """
 
     def __init__(self, group, options, members, params, buffers, layout, tensors):
@@ -635,12 +675,15 @@ class _GroupViews:
         # per param: (state key, tensor or None) of the state entries checked
         self.tensors = tensors
         # valid() compares, per param, its state dict's entries at these keys with these
-        # tensors, and every tensor viewed (params, then state tensors) with its _memory
+        # tensors, and every tensor viewed (params, then state tensors) with what it was
         self.keys = [tuple(key for key, _ in entries) for entries in tensors]
         self.values = [tuple(t for _, t in entries) for entries in tensors]
         self.watched = self.members + [t for entries in tensors for _, t in entries
                                        if t is not None]
-        self.memory = [_memory(t) for t in self.watched]
+        self.addresses = list(map(_address, self.watched))
+        self.layouts = _layouts(self.watched)
+        self.complex = [t for t in self.watched if t.is_complex()]
+        self.complex_params = [k for k, p in enumerate(self.members) if p.is_complex()]
         self.steps = _step_views([t for entries in tensors for key, t in entries
                                   if key == "step"])
 
@@ -654,22 +697,26 @@ class _GroupViews:
             st = state.get(p, _NO_STATE)
             if not all(map(operator.is_, map(st.get, keys), values)):
                 return False
-        # (one comparison of two lists: this runs at every step, for every tensor)
-        return list(map(_memory, self.watched)) == self.memory
+        watched = self.watched
+        try:
+            return (list(map(_address, watched)) == self.addresses
+                    and _layouts(watched) == self.layouts
+                    and not any(map(_is_conj, self.complex)))
+        except RuntimeError:    # a tensor torch cannot give an address of: check it anew
+            return False
 
     def grads(self, members, index):
         """The members' grads as numpy arrays, each checked to be laid out as its param."""
+        grads = [p.grad for _, p in members]
+        if _array_at is not None and all(map(torch.strided.__eq__, map(_layout, grads))) \
+                and _layouts(grads) == self.layouts[:len(grads)] \
+                and not any(_is_conj(grads[k]) for k in self.complex_params):
+            # each laid out as its param (dtype, shape, strides, on the CPU, neither conj nor
+            # neg bit): its memory is that of the param's flat view
+            return list(map(_array_at, map(_address, grads), self.params, grads))
+        # the errors of a full check; size-1 dimensions may have other strides
         out = []
-        for (i, p), memory, like in zip(members, self.memory, self.params):
-            g = p.grad
-            grad_memory = _memory(g)
-            if _array_at is not None and grad_memory is not None \
-                    and grad_memory[1:] == memory[1:]:
-                # laid out as the param (dtype, shape, strides, neither conj nor neg bit):
-                # its memory is that of the param's flat view
-                out.append(_array_at(grad_memory[0], like, g))
-                continue
-            # the errors of a full check; size-1 dimensions may have other strides
+        for (i, p), g in zip(members, grads):
             _check_like(g, p, f"param_groups[{index}]['params'][{i}].grad")
             out.append(_grad_view(g))
         return out
@@ -680,7 +727,8 @@ def _step_views(steps):
     None if there are none or one is not a 0-d float32 / float64 CPU tensor numpy can view
     (the update then increments the tensors)."""
     if not steps or any(t.dim() != 0 or t.dtype not in (torch.float32, torch.float64)
-                        or _memory(t) is None or t.is_neg() or t.requires_grad for t in steps):
+                        or t.layout is not torch.strided or not t.is_cpu or t.is_neg()
+                        or t.requires_grad for t in steps):
         return None
     return [t.numpy() for t in steps]
 
@@ -717,13 +765,14 @@ def _compact(group, key):
     return group.get(key, _COMPACT_DEFAULTS[key])
 
 
-# the lrcore constructor keywords of each optimizer, read from a param group (and the above)
+# the lrcore constructor keywords of each optimizer but lr, read from a param group (and the
+# above)
 _KEYS = {
-    "SGD": ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize"),
-    "Adagrad": ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"),
-    "RMSprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
-    "Adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
-    "AdamW": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    "SGD": ("momentum", "dampening", "nesterov", "weight_decay", "maximize"),
+    "Adagrad": ("lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"),
+    "RMSprop": ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
+    "Adam": ("betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    "AdamW": ("betas", "eps", "weight_decay", "amsgrad", "maximize"),
 }
 
 _COMMON_DEFAULTS = dict(foreach=None, maximize=False, differentiable=False)

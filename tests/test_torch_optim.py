@@ -578,8 +578,22 @@ def reload_state_dict(model, opt):
     opt.load_state_dict(opt.state_dict())
 
 
+def change_list_betas_in_place(model, opt):     # the same list object, other values
+    opt.param_groups[0]["betas"] = betas = [0.9, 0.999]
+    opt.step()
+    betas[0] = 0.5
+
+
+def refill_tensor_betas(model, opt):            # the same tensors, other values
+    opt.param_groups[0]["betas"] = betas = (torch.tensor(0.9, dtype=torch.float64),
+                                            torch.tensor(0.999, dtype=torch.float64))
+    opt.step()
+    betas[0].fill_(0.5)
+
+
 CHANGES = [replace_param_memory, replace_state_tensor, swap_state_memory, set_step_in_place,
-           replace_step, drop_state, freeze_param, change_hyperparameters, reload_state_dict]
+           replace_step, drop_state, freeze_param, change_hyperparameters, reload_state_dict,
+           change_list_betas_in_place, refill_tensor_betas]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=[c.__name__ for c in CHANGES])
@@ -602,6 +616,42 @@ def test_what_changes_between_steps_is_seen_as_torch_optim_sees_it(backend, chan
         for key in want_st:
             np.testing.assert_allclose(got_st[key].numpy(), want_st[key].numpy(), rtol=1e-12,
                                        atol=1e-14)
+
+
+def negative_eps(opt):
+    opt.param_groups[0]["eps"] = -1.0
+
+
+def list_beta_past_one(opt):
+    opt.param_groups[0]["betas"] = betas = [0.9, 0.999]
+    opt.step()
+    betas[0] = 1.5
+
+
+def tensor_beta_of_one(opt):
+    opt.param_groups[0]["betas"] = betas = (torch.tensor(0.9), torch.tensor(0.999))
+    opt.step()
+    betas[1].fill_(1.0)
+
+
+INVALIDATED = [(negative_eps, r"Invalid epsilon value: -1.0"),
+               (list_beta_past_one, r"Invalid beta parameter at index 0: 1.5"),
+               (tensor_beta_of_one, r"Invalid beta parameter at index 1")]
+
+
+@pytest.mark.parametrize("change, message", INVALIDATED, ids=[c.__name__ for c, _ in INVALIDATED])
+def test_a_hyperparameter_made_invalid_after_steps_is_refused(backend, change, message):
+    """The hyperparameters a step validated are validated again when the group holds other
+    values, whether new objects or the same list or tensors changed in place."""
+    model, x = model_and_data(torch.float64)
+    opt = lt.Adam(model.parameters(), lr=0.01)
+    train(model, opt, x, 2)
+    change(opt)
+    before, params = snapshot(opt), params_of(model)
+    with pytest.raises(ValueError, match=message):
+        opt.step()
+    assert_same(opt.state_dict(), before)
+    assert_close(params_of(model), params, 0.0)
 
 
 def square_param():
