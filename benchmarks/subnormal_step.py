@@ -4,9 +4,10 @@ torch.optim.Adam(fused=True) on the same memory.
 As a network trains, some gradient values get tiny (benchmarks/torch_training.py counts the
 subnormal ones of its MLP). Without flush-to-zero, every vector multiply, FMA or square root
 that reads or produces a number below float32's smallest normal (1.18e-38) takes a microcode
-assist on x86 CPUs; additions do not. Three kinds of gradient, N(0, s²) in float32:
+assist on x86 CPUs; additions do not. Four kinds of gradient, N(0, s²) in float32:
 
     normal      s = 1e-3
+    sprinkled   s = 1e-3, but one value in a thousand (at random places) drawn as "tiny"
     tiny        s = 1e-20   normal gradients whose squares (1 − β2)·g·g are below 1.18e-38
     subnormal   s = 1e-40   subnormal gradients
 
@@ -20,9 +21,10 @@ torch's fused step takes as long on "tiny" gradients as on normal ones, as if it
 moment β2·v + (1 − β2)·g·g were one fused multiply-add whose product is never rounded, and
 much longer on subnormal ones, which its multiplies read. lrcore
 rounds every operation to float32 as its numpy reference does; at the AVX-512 level its Adam
-runs an underflow guard (src/kernels_impl.h): blocks of 256 elements holding a gradient below
+runs an underflow guard (src/kernels_impl.h): blocks of 128 elements holding a gradient below
 about 3.4e-18 form those products as exact float64 products rounded once to float32, which
-gives the same bits without the assists, and a gradient factor of 1 is not multiplied. With
+gives the same bits without the assists, and a gradient factor of 1 is not multiplied. On
+"sprinkled" gradients, as in a trained network, about one block in eight takes that form. With
 --flush-denormal (torch.set_flush_denormal(True), which lrcore's threads follow) neither
 takes assists.
 
@@ -39,15 +41,20 @@ import torch
 import lrcore
 import lrcore.torch
 
-SCALES = {"normal": 1e-3, "tiny": 1e-20, "subnormal": 1e-40}
+SCALES = {"normal": 1e-3, "sprinkled": 1e-3, "tiny": 1e-20, "subnormal": 1e-40}
+SPRINKLED_SHARE = 1e-3      # the share of "sprinkled" values drawn with the "tiny" scale
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
 
 
 def gradient(kind, n):
     """float32 N(0, s²) values, drawn in float64 and rounded once (before any flush-to-zero
     is set, which would flush the rounding of a subnormal)."""
-    g = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    return (g * SCALES[kind]).float()
+    generator = torch.Generator().manual_seed(1)
+    g = torch.randn(n, dtype=torch.float64, generator=generator) * SCALES[kind]
+    if kind == "sprinkled":
+        places = torch.rand(n, generator=generator) < SPRINKLED_SHARE
+        g[places] *= SCALES["tiny"] / SCALES["normal"]
+    return g.float()
 
 
 def optimizer(name, params, warm_grad, grad):

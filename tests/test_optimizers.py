@@ -110,10 +110,10 @@ def test_compiled_matches_reference(compiled, rng, cls, ref, lr, options, size, 
     assert state.step_count == STEPS and state.array_steps == [STEPS]
 
 
-# Sizes around the blocks of Adam's underflow guard (src/kernels_impl.h LRC_GUARD_BLOCK, 256
+# Sizes around the blocks of Adam's underflow guard (src/kernels_impl.h LRC_GUARD_BLOCK, 128
 # elements: a block holding a nonzero gradient below ~3.4e-18 runs the careful form, and each
 # block's test is read ahead in the block before it)
-GUARD_SIZES = [1, 255, 256, 257, 511, 512, 513, 1000, 4 * 256 + 17, 3 * 32768 + 5]
+GUARD_SIZES = [1, 127, 128, 129, 255, 256, 257, 1000, 4 * 128 + 17, 3 * 32768 + 5]
 ADAM_CASES = [c for c in CASES if c[0] in (lrcore.Adam, lrcore.AdamW)]
 
 

@@ -176,9 +176,13 @@ def test_subnormal_step_draws_the_gradients_it_describes():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     smallest = torch.finfo(torch.float32).tiny
-    normal, tiny, subnormal = (module.gradient(kind, 10000).abs() for kind in
-                               ("normal", "tiny", "subnormal"))
+    normal, sprinkled, tiny, subnormal = (module.gradient(kind, 100000).abs() for kind in
+                                          ("normal", "sprinkled", "tiny", "subnormal"))
     assert normal.min() >= smallest and normal.max() < 1.0
+    # one value in a thousand as tiny ones are (below 1e-15), the others as normal ones
+    below = sprinkled < 1e-15
+    assert 60 < below.sum() < 140 and sprinkled[~below].min() > 1e-12
+    assert torch.equal(sprinkled[~below], normal[~below])
     # (1 − β2)·g·g below the smallest normal for nearly every tiny gradient, never 0 for all
     square = 0.001 * tiny.double() ** 2
     assert (tiny >= smallest).all() and (square < smallest).float().mean() > 0.99
@@ -192,9 +196,10 @@ def test_subnormal_step_prints_a_row_per_kind_and_thread_count(flush):
                             text=True, timeout=600, cwd=os.path.dirname(SUBNORMAL_SCRIPT))
     assert result.returncode == 0, result.stderr
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
-            if re.match(r"\| (normal|tiny|subnormal) \|", line)]
+            if re.match(r"\| (normal|sprinkled|tiny|subnormal) \|", line)]
     assert [(r[0].strip(), r[1].strip()) for r in rows] == [
-        (kind, threads) for threads in "12" for kind in ("normal", "tiny", "subnormal")]
+        (kind, threads) for threads in "12"
+        for kind in ("normal", "sprinkled", "tiny", "subnormal")]
     for row in rows:
         mine, theirs, ratio = (float(cell) for cell in row[2:])
         assert mine > 0 and theirs > 0 and ratio > 0
