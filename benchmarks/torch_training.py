@@ -53,31 +53,30 @@ threads' CPU time in the other's phase.
 --flush-denormal sets flush-to-zero first; the table's last column is the share of the
 lrcore-trained model's gradient values that are subnormal at the end.
 
-Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.9 at the start, 1.6 at the
+Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.5 at the start, 1.6 at the
 end), lrcore 0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY
 unset), --rounds 30:
 
 | model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict | subnormal grads |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| mlp | 14.7 M | 1 | 134.95 | 118.92 | 1.045 (1.005-1.081) | 0.931-1.549 | 24.01 (18 %) | 22.75 (19 %) | 1.055 | lrcore slower | 0.13 % |
-| mlp | 14.7 M | 2 | 83.60 | 82.58 | 1.003 (0.991-1.012) | 0.916-1.112 | 13.20 (16 %) | 12.19 (15 %) | 1.083 | same within noise | 0.19 % |
-| transformer | 3.2 M | 1 | 73.66 | 73.04 | 1.009 (1.002-1.017) | 0.731-1.336 | 5.88 (8 %) | 5.47 (7 %) | 1.073 | lrcore slower | 0.00 % |
-| transformer | 3.2 M | 2 | 47.10 | 44.95 | 1.025 (1.009-1.064) | 0.812-1.363 | 4.00 (8 %) | 3.39 (8 %) | 1.181 | lrcore slower | 0.00 % |
+| mlp | 14.7 M | 1 | 132.67 | 120.73 | 1.013 (0.987-1.082) | 0.864-1.393 | 23.23 (18 %) | 22.89 (19 %) | 1.015 | same within noise | 0.13 % |
+| mlp | 14.7 M | 2 | 89.76 | 90.66 | 0.991 (0.981-1.013) | 0.808-1.336 | 13.21 (15 %) | 13.23 (15 %) | 0.999 | same within noise | 0.19 % |
+| transformer | 3.2 M | 1 | 76.59 | 76.70 | 0.999 (0.994-1.002) | 0.770-1.065 | 5.77 (8 %) | 5.57 (7 %) | 1.037 | same within noise | 0.00 % |
+| transformer | 3.2 M | 2 | 48.93 | 47.35 | 1.030 (0.994-1.092) | 0.838-1.356 | 3.99 (8 %) | 3.50 (7 %) | 1.141 | same within noise | 0.00 % |
 
-A run a quarter of an hour before: mlp 1.004 (0.985-1.017) and 1.051 (1.019-1.153),
-transformer 1.008 (0.983-1.041) and 1.019 (0.995-1.043), at 1 and 2 threads. With rounds of
-2 s (--models mlp --round-seconds 2): mlp 1.005 (0.972-1.083) at 1 thread, 0.966
-(0.800-1.019) at 2, both same within noise. The transformer's step is 0.4-0.6 ms longer: the
-Python work of lrcore.torch (it keeps each group's checked views of params and state from
-step to step and views only the grads, but checks that the 200 kept tensors are the same
-ones at the same memory; benchmarks/test_bench_training.py's test_step_of_50_small_tensors
-times that). As the MLP trains, some gradients fall below 3.4e-18, where Adam's
-(1 - beta2)·g·g is subnormal, and some below float32's smallest normal: without
-flush-to-zero every vector multiply that reads or produces such a number takes a microcode
-assist. lrcore's AVX-512 loops form those products in float64 where a block holds such a
-gradient (the same bits, at about 1.3 times a normal block's cost:
-benchmarks/subnormal_step.py); before that the MLP ran at 1.12 (1.02-1.15), step 30.1 /
-21.8 ms, at 1 thread.
+The run right after: mlp 1.022 (0.987-1.082) and 1.017 (0.998-1.026), transformer 1.009
+(0.985-1.038) and 0.992 (0.930-1.028), at 1 and 2 threads, all the same within noise; half an
+hour before, the mlp at 2 threads came out slower, 1.026 (1.013-1.040). The transformer's
+step is 0.2-0.5 ms longer: the Python work of lrcore.torch (it keeps each group's checked
+views of params and state from step to step and views only the grads, but checks that the
+200 kept tensors are the same ones at the same memory; benchmarks/test_bench_training.py's
+test_step_of_50_small_tensors times that). As the MLP trains, some gradients fall below
+3.4e-18, where Adam's (1 - beta2)·g·g is subnormal, and some below float32's smallest normal:
+without flush-to-zero every vector multiply that reads or produces such a number takes a
+microcode assist. lrcore's AVX-512 loops form those products in float64 where a block of 128
+elements holds such a gradient (the same bits, at about 1.2 times a normal block's cost:
+benchmarks/subnormal_step.py); with blocks of 1024 the MLP's step was 24.0 / 22.8 ms at 1
+thread, and before the float64 form 30.1 / 21.8 ms.
 The kernels themselves are not slower on normal numbers (lrcore.step and the fused step on
 the same memory: 22.7 / 22.3 ms at 1 thread, 12.7 / 13.1 ms at 2, min of 20 alternating
 steps, 14.7 M elements). Nor do the thread pools get in each other's way (--schedstat):
