@@ -45,32 +45,54 @@ on a CPU during the step and during zero_grad + forward + backward, and how long
 thread waited for a CPU in each. A pool whose idle threads keep polling shows up as its
 threads' CPU time in the other's phase.
 
+--control is an A/A run: the "lrcore" column trains its own copy of the model with a second
+torch.optim.Adam(fused=True), so its ratio shows what the method reads as a difference where
+there is none.
+
+--kernel-split times, inside each step, the compiled update it calls (lrcore's checks of the
+arrays and its kernels; torch's _fused_adam_ op) and reports it beside the rest of the step,
+each optimizer's Python work: where a difference of the steps comes from.
+
     python benchmarks/torch_training.py --threads 1 2
     python benchmarks/torch_training.py --threads 1 2 --contention
     python benchmarks/torch_training.py --threads 2 --schedstat
+    python benchmarks/torch_training.py --threads 2 --kernel-split
+    python benchmarks/torch_training.py --models transformer --threads 2 --control
     python benchmarks/torch_training.py --quick          # tiny models, a few seconds
 
 --flush-denormal sets flush-to-zero first; the table's last column is the share of the
 lrcore-trained model's gradient values that are subnormal at the end.
 
-Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.5 at the start, 1.6 at the
+Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.4 at the start, 1.7 at the
 end), lrcore 0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY
-unset), --rounds 30:
+unset), --rounds 30 --kernel-split:
 
 | model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict | subnormal grads |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| mlp | 14.7 M | 1 | 132.67 | 120.73 | 1.013 (0.987-1.082) | 0.864-1.393 | 23.23 (18 %) | 22.89 (19 %) | 1.015 | same within noise | 0.13 % |
-| mlp | 14.7 M | 2 | 89.76 | 90.66 | 0.991 (0.981-1.013) | 0.808-1.336 | 13.21 (15 %) | 13.23 (15 %) | 0.999 | same within noise | 0.19 % |
-| transformer | 3.2 M | 1 | 76.59 | 76.70 | 0.999 (0.994-1.002) | 0.770-1.065 | 5.77 (8 %) | 5.57 (7 %) | 1.037 | same within noise | 0.00 % |
-| transformer | 3.2 M | 2 | 48.93 | 47.35 | 1.030 (0.994-1.092) | 0.838-1.356 | 3.99 (8 %) | 3.50 (7 %) | 1.141 | same within noise | 0.00 % |
+| mlp | 14.7 M | 1 | 130.61 | 114.52 | 1.008 (0.982-1.109) | 0.842-1.472 | 22.53 (17 %) | 22.62 (20 %) | 0.996 | same within noise | 0.13 % |
+| mlp | 14.7 M | 2 | 67.96 | 67.52 | 1.019 (0.991-1.041) | 0.793-1.488 | 13.45 (20 %) | 12.44 (18 %) | 1.081 | same within noise | 0.00 % |
+| transformer | 3.2 M | 1 | 72.48 | 73.84 | 0.997 (0.969-1.014) | 0.639-1.607 | 5.59 (8 %) | 5.46 (7 %) | 1.024 | same within noise | 0.00 % |
+| transformer | 3.2 M | 2 | 54.05 | 55.61 | 0.992 (0.959-1.019) | 0.757-1.399 | 4.16 (8 %) | 3.62 (7 %) | 1.148 | same within noise | 0.00 % |
 
-The run right after: mlp 1.022 (0.987-1.082) and 1.017 (0.998-1.026), transformer 1.009
-(0.985-1.038) and 0.992 (0.930-1.028), at 1 and 2 threads, all the same within noise; half an
-hour before, the mlp at 2 threads came out slower, 1.026 (1.013-1.040). The transformer's
-step is 0.2-0.5 ms longer: the Python work of lrcore.torch (it keeps each group's checked
-views of params and state from step to step and views only the grads, but checks that the
-200 kept tensors are the same ones at the same memory; benchmarks/test_bench_training.py's
-test_step_of_50_small_tensors times that). As the MLP trains, some gradients fall below
+| model | threads | optimizer | step ms | compiled update ms | rest of the step ms |
+|---|---|---|---|---|---|
+| mlp | 1 | lrcore | 22.53 | 21.80 | 0.71 |
+| mlp | 1 | torch fused | 22.62 | 22.05 | 0.57 |
+| mlp | 2 | lrcore | 13.45 | 12.75 | 0.72 |
+| mlp | 2 | torch fused | 12.44 | 11.83 | 0.63 |
+| transformer | 1 | lrcore | 5.59 | 4.44 | 1.14 |
+| transformer | 1 | torch fused | 5.46 | 4.60 | 0.85 |
+| transformer | 2 | lrcore | 4.16 | 2.73 | 1.21 |
+| transformer | 2 | torch fused | 3.62 | 2.72 | 0.88 |
+
+The transformer at 2 threads came out slower in four of seven runs that hour (1.015 to 1.039;
+the others 0.992 to 1.007), the other rows within noise; --control gave 0.990 (0.975-1.007)
+and 1.016 (0.956-1.046). Its compiled update costs the same with either optimizer; the rest
+of its step is 0.3 ms longer with lrcore: the Python work of lrcore.torch (it keeps each
+group's checked views of params and state from step to step and views only the grads, but
+checks that the 200 kept tensors are the same ones at the same memory;
+benchmarks/test_bench_training.py's test_step_of_50_small_tensors times that), where torch's
+fused step checks its tensors in C++ inside its op. As the MLP trains, some gradients fall below
 3.4e-18, where Adam's (1 - beta2)·g·g is subnormal, and some below float32's smallest normal:
 without flush-to-zero every vector multiply that reads or produces such a number takes a
 microcode assist. lrcore's AVX-512 loops form those products in float64 where a block of 128
@@ -106,6 +128,7 @@ import time
 import torch
 
 import lrcore
+import lrcore.optimizers
 import lrcore.torch
 from lrcore import bench
 
@@ -182,6 +205,33 @@ def make_optimizer(name, params, **overrides):
     if name == "lrcore":
         return lrcore.torch.Adam(params, **hyper)
     return torch.optim.Adam(params, fused=True, **hyper)
+
+
+# --kernel-split: the compiled update each optimizer's step calls, timed inside the step.
+# lrcore's is the state's _update (its C checks of the arrays and its kernels: StepCore.run);
+# torch's fused Adam's is the torch._fused_adam_ op (its checks and kernel, in C++). The rest
+# of the step is each optimizer's Python work around it (and, for torch, _foreach_add_ on the
+# step tensors).
+COMPILED_UPDATES = {"lrcore": (lrcore.optimizers.Optimizer, "_update"),
+                    "torch fused": (torch, "_fused_adam_")}
+
+
+@contextlib.contextmanager
+def timing_calls(owner, name, sink):
+    """Within the block, every call of owner.<name> appends its duration (s) to `sink`."""
+    original = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            sink.append(time.perf_counter() - start)
+    setattr(owner, name, timed)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
 
 
 def iteration(model, optimizer, batch, clocks=None):
@@ -311,16 +361,20 @@ def sign_test_interval(values, confidence=0.95):
 
 
 def measure(model_name, sizes, threads, rounds, round_seconds, warmup, seed, progress,
-            clocks=None):
+            clocks=None, split=False, control=False):
     """Time both optimizers on one model at `threads`; returns the row's figures (with
-    `clocks`, also where the threads' CPU time went, under "threads")."""
+    `clocks`, also where the threads' CPU time went, under "threads"; with `split`, the
+    median ms of the compiled update in a step and of the rest of the step, under "split").
+    With `control`, the "lrcore" column is a second torch fused Adam: an A/A run, whose ratio
+    shows what the method reads as a difference between two identical optimizers."""
     bench.set_threads(threads)
     model, batches = make_model(model_name, sizes, seed)
     disagreement = check_same_updates(model, batches)
     runs = {}
+    used = {name: "torch fused" if control else name for name in OPTIMIZERS}
     for name in OPTIMIZERS:
         trained = copy.deepcopy(model)
-        runs[name] = (trained, make_optimizer(name, trained.parameters()))
+        runs[name] = (trained, make_optimizer(used[name], trained.parameters()))
     # warm-up (state allocation, caches, the pools' threads) and the round length
     per_iteration = {}
     for name, (trained, optimizer) in runs.items():
@@ -328,14 +382,20 @@ def measure(model_name, sizes, threads, rounds, round_seconds, warmup, seed, pro
                  for k in range(warmup)]
         per_iteration[name] = statistics.median(times)
     count = max(3, round(round_seconds / max(per_iteration.values())))
-    samples = {name: {"iteration": [], "step": [], "rounds": [], "usage": []}
+    samples = {name: {"iteration": [], "step": [], "rounds": [], "usage": [], "update": []}
                for name in OPTIMIZERS}
     for r in range(rounds):
         order = OPTIMIZERS if r % 2 == 0 else OPTIMIZERS[::-1]
         for name in order:
             trained, optimizer = runs[name]
-            times = [iteration(trained, optimizer, batches[k % BATCHES], clocks)
-                     for k in range(count)]
+            calls = []
+            with timing_calls(*COMPILED_UPDATES[used[name]], calls) if split \
+                    else contextlib.nullcontext():
+                times = []
+                for k in range(count):
+                    first = len(calls)
+                    times.append(iteration(trained, optimizer, batches[k % BATCHES], clocks))
+                    samples[name]["update"].append(sum(calls[first:]))
             samples[name]["iteration"] += [t for t, _, _ in times]
             samples[name]["step"] += [s for _, s, _ in times]
             samples[name]["usage"] += [u for _, _, u in times]
@@ -354,6 +414,10 @@ def measure(model_name, sizes, threads, rounds, round_seconds, warmup, seed, pro
         row[name] = dict(iteration=it, step=step, share=step / it)
         if clocks:
             row[name]["threads"] = thread_usage(samples[name]["usage"])
+        if split:
+            updates = samples[name]["update"]
+            row[name]["split"] = (statistics.median(updates), statistics.median(
+                s - u for s, u in zip(samples[name]["step"], updates)))
     row["step_ratio"] = row["lrcore"]["step"] / row["torch fused"]["step"]
     row["subnormal"] = subnormal_share(runs["lrcore"][0])
     row["verdict"] = ("too few rounds" if interval is None else
@@ -407,6 +471,18 @@ def threads_table(rows):
                 continue
             lines.append(f"| {row['model']} | {row['threads']} | {name} | "
                          + " | ".join(f"{figures[c]:.2f}" for c, *_ in USAGE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def split_table(rows):
+    lines = ["| model | threads | optimizer | step ms | compiled update ms | rest of the step ms |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        for name in OPTIMIZERS:
+            update, rest = row[name]["split"]
+            lines.append(f"| {row['model']} | {row['threads']} | {name} "
+                         f"| {1e3 * row[name]['step']:.2f} | {1e3 * update:.2f} "
+                         f"| {1e3 * rest:.2f} |")
     return "\n".join(lines)
 
 
@@ -477,6 +553,13 @@ def parse_args(argv=None):
                         help="also report, per iteration, the CPU time torch's OpenMP threads "
                              "and lrcore's pool workers take in each other's phase, and how "
                              "long the main thread waits for a CPU (Linux; threads >= 2)")
+    parser.add_argument("--kernel-split", action="store_true",
+                        help="also report, per step, the median time of the compiled update "
+                             "(lrcore's checks and kernels; torch's _fused_adam_ op) and of "
+                             "the rest of the step (each optimizer's Python work)")
+    parser.add_argument("--control", action="store_true",
+                        help="an A/A run: the lrcore column is a second torch fused Adam on its "
+                             "own copy of the model, to show the method's resolution")
     parser.add_argument("--flush-denormal", action="store_true",
                         help="set flush-to-zero (torch.set_flush_denormal(True)) before either "
                              "pool starts, so that every thread computes without subnormals")
@@ -514,13 +597,16 @@ def main(argv=None, out=print, progress=None):
             for threads in args.threads:
                 rows.append(measure(model_name, sizes[model_name], threads, args.rounds,
                                     args.round_seconds, args.warmup, args.seed, progress,
-                                    clocks if clocks and threads > 1 else None))
+                                    clocks if clocks and threads > 1 else None,
+                                    args.kernel_split, args.control))
     out(f"end: {load_average()}")
     out("")
     competing = ("with one core kept busy by another process" if args.contention
                  else "no competing process")
     if args.flush_denormal:
         competing += "; flush-to-zero set"
+    if args.control:
+        competing += "; control run: the lrcore column is torch's fused Adam too"
     out(f"{competing}; {args.rounds} rounds per optimizer of "
         f"{', '.join(str(r['iterations_per_round']) for r in rows)} iterations (by row); "
         f"after {CHECK_STEPS} steps on the same gradients the params agree, the largest "
@@ -533,6 +619,12 @@ def main(argv=None, out=print, progress=None):
             "zero_grad + forward + backward, and the main thread's wait for a CPU")
         out("")
         out(threads_table(rows))
+    if args.kernel_split:
+        out("")
+        out("ms per step (medians): the compiled update the step calls, and the rest of the "
+            "step (median of step - update per iteration)")
+        out("")
+        out(split_table(rows))
     return rows
 
 

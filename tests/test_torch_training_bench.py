@@ -123,6 +123,33 @@ def test_contention_run_reports_its_competing_process():
     assert "with one core kept busy by another process" in out
 
 
+def test_kernel_split_parts_each_step_into_its_compiled_update_and_the_rest():
+    out = run("--threads", "1", "2", "--models", "transformer", "--kernel-split")
+    steps = {(cells[0], int(cells[2])): cells for cells in table_rows(out).values()}
+    split = {(cells[0], int(cells[1]), cells[2]): [number(c) for c in cells[3:]]
+             for cells in markdown_table(out, "| model | threads | optimizer | step ms |")}
+    assert set(split) == {("transformer", t, o) for t in (1, 2)
+                          for o in ("lrcore", "torch fused")}
+    for (model, threads, optimizer), (step, update, rest) in split.items():
+        # the step column is the timing table's, and each part is a share of the step
+        # (medians: the two parts need not add up to the step exactly)
+        cells = steps[(model, threads)]
+        assert f"{step:.2f}" == cells[7 if optimizer == "lrcore" else 8].split()[0]
+        assert update <= step * 1.0001 and rest <= step * 1.0001
+
+
+def test_control_run_steps_both_columns_with_torch_fused_adam():
+    out = run("--threads", "1", "--models", "transformer", "--control", "--kernel-split")
+    check_row(table_rows(out)[("transformer", 1)])
+    assert "control run: the lrcore column is torch's fused Adam too" in out
+    # the lrcore column's steps call torch's _fused_adam_ (the split times the op of the
+    # optimizer that runs: a column that ran no such call would show no time, which number()
+    # refuses)
+    split = {cells[2]: [number(c) for c in cells[3:]]
+             for cells in markdown_table(out, "| model | threads | optimizer | step ms |")}
+    assert set(split) == {"lrcore", "torch fused"}
+
+
 def test_flush_denormal_run_says_so_and_its_grads_hold_no_subnormal_values():
     out = run("--threads", "1", "--models", "mlp", "--flush-denormal")
     cells = table_rows(out)[("mlp", 1)]
