@@ -58,6 +58,13 @@ def table_rows(stdout):
             for cells in markdown_table(stdout, "| model | params |")}
 
 
+def split_rows(stdout):
+    """{(model, threads, optimizer): [step, compiled update, rest]} of the --kernel-split
+    table."""
+    return {(cells[0], int(cells[1]), cells[2]): [number(c) for c in cells[3:]]
+            for cells in markdown_table(stdout, "| model | threads | optimizer | step ms |")}
+
+
 def number(text):
     value = float(text)
     assert math.isfinite(value) and value > 0, text
@@ -126,8 +133,7 @@ def test_contention_run_reports_its_competing_process():
 def test_kernel_split_parts_each_step_into_its_compiled_update_and_the_rest():
     out = run("--threads", "1", "2", "--models", "transformer", "--kernel-split")
     steps = {(cells[0], int(cells[2])): cells for cells in table_rows(out).values()}
-    split = {(cells[0], int(cells[1]), cells[2]): [number(c) for c in cells[3:]]
-             for cells in markdown_table(out, "| model | threads | optimizer | step ms |")}
+    split = split_rows(out)
     assert set(split) == {("transformer", t, o) for t in (1, 2)
                           for o in ("lrcore", "torch fused")}
     for (model, threads, optimizer), (step, update, rest) in split.items():
@@ -145,9 +151,8 @@ def test_control_run_steps_both_columns_with_torch_fused_adam():
     # the lrcore column's steps call torch's _fused_adam_ (the split times the op of the
     # optimizer that runs: a column that ran no such call would show no time, which number()
     # refuses)
-    split = {cells[2]: [number(c) for c in cells[3:]]
-             for cells in markdown_table(out, "| model | threads | optimizer | step ms |")}
-    assert set(split) == {"lrcore", "torch fused"}
+    assert set(split_rows(out)) == {("transformer", 1, "lrcore"),
+                                    ("transformer", 1, "torch fused")}
 
 
 def test_flush_denormal_run_says_so_and_its_grads_hold_no_subnormal_values():
