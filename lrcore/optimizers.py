@@ -4,7 +4,6 @@ A state is bound to its arrays' shapes and dtypes by its first step, which alloc
 buffers its options need. Everything a step could reject is checked before anything is
 written (lrcore._validate), so after an error params and state are exactly as they were.
 """
-import contextlib
 import math
 import numbers
 import threading
@@ -181,20 +180,18 @@ class Optimizer:
                 + ([] if norm is None else [lambda: setattr(core, "last_grad_norm", norm)]))
         return True
 
-    @contextlib.contextmanager
-    def _external(self, signature, array_steps, buffers, layout, step_count=0):
-        """Bind this state, for the `with` block, to arrays whose buffers and per-array counts
-        live elsewhere (lrcore.torch keeps them in torch.optim's state), so that _check and
-        _update run on them (_update updates them in place, array_steps incremented).
-        signature: _validate.signature_of the params; layout: self.layout of them;
-        step_count: the update's number, which keys the stochastic rounding."""
-        core = self._core
-        core.step_count = step_count
-        core.bind(signature, array_steps, buffers, layout)
-        try:
-            yield
-        finally:
-            core.unbind()
+    def _bind_external(self, signature, array_steps, buffers, layout):
+        """Bind this state, until it is bound again, to arrays whose buffers and per-array
+        counts live elsewhere (lrcore.torch keeps them in torch.optim's state), so that _check
+        and _update run on them (_update updates them in place, array_steps incremented).
+        signature: _validate.signature_of the params; layout: self.layout of them. The caller
+        numbers each update (_number_next)."""
+        self._core.bind(signature, array_steps, buffers, layout)
+
+    def _number_next(self, step_count):
+        """Make the next update number `step_count` of an externally kept count (lrcore.torch's
+        group "lrcore_step_count"): it keys the stochastic rounding."""
+        self._core.step_count = step_count
 
     def _buffers_needed(self):
         """Names of the buffers the current options need (torch's names)."""

@@ -58,7 +58,7 @@ keyword-only `state_format=None | "float32" | "bfloat16" | "8bit"`, `param_round
 torch's hyperparameters (so groups may differ, and state_dict() carries them; a group without
 them, as one loaded from a torch.optim state_dict, has the defaults), and each step gives them
 to the lrcore state of the group, whose update runs on the tensors' memory (bound to
-it by lrcore.Optimizer._external). A param's state holds, under torch's buffer names:
+it by lrcore.Optimizer._bind_external). A param's state holds, under torch's buffer names:
 - a buffer whose format is the param's own (state_format None; "float32" for float32 params):
   a tensor of the param's dtype, shape and strides, as torch.optim keeps it;
 - "float32" / "bfloat16" buffers of other params: a torch.float32 / torch.bfloat16 tensor;
@@ -215,13 +215,17 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
             for handle in handles:
                 handle.remove()
 
-    @torch.no_grad()
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure() if given.
 
         All or nothing: every group is checked (its new state entries prepared aside) before
         any is updated, so an error leaves params and optimizer state as they were. Under
-        torch.amp.GradScaler, a step whose found_inf is set changes nothing."""
+        torch.amp.GradScaler, a step whose found_inf is set changes nothing.
+
+        torch.optim runs the whole step under torch.no_grad(); here only the code that makes
+        or changes tensors through torch does (_new_views, the plain `step += 1`): the rest
+        reads tensors' metadata and writes their memory through numpy, which autograd never
+        records (a grad-mode switch cost about 80 µs per step in a training loop)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -296,26 +300,35 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         if views is not None and views.valid(group, options, members, self.state):
             grads, created = views.grads(members, index), {}
         else:
-            views, grads, created = self._new_views(index, group, options, members, state)
-        steps = self._array_steps(views)
+            with torch.no_grad():
+                views, grads, created = self._new_views(index, group, options, members, state)
+        # read anew at every step (a user may set a state["step"]); the bound state reads them
+        views.array_steps[:] = self._array_steps(views)
 
         def renamed(exc):   # lrcore's array names (tied params...) as torch users know them
             return type(exc)(_torch_names(str(exc), index, members))
 
-        def bound():
-            return state._external(views.signature, steps, views.buffers, views.layout, count)
+        def bind():
+            # the state stays bound to the views from one step to the next while both are
+            # kept: only the number of the update changes
+            if views.bound is not state:
+                views.bound = None
+                state._bind_external(views.signature, views.array_steps, views.buffers,
+                                     views.layout)
+                views.bound = state
+            state._number_next(count)
 
         def check():
             try:
-                with bound():
-                    state._check(views.params, grads)
+                bind()
+                state._check(views.params, grads)
             except (TypeError, ValueError) as exc:
                 raise renamed(exc) from None
 
         def update(grad_scale, clip_coef):
             try:
-                with bound():
-                    state._update(views.params, grads, rate, grad_scale, clip_coef)
+                bind()
+                state._update(views.params, grads, rate, grad_scale, clip_coef)
             except (TypeError, ValueError) as exc:
                 raise renamed(exc) from None
             for p, new in created.items():
@@ -328,8 +341,9 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
                 for step in views.steps:
                     step[()] = step.item() + 1.0
             elif self._has_step:
-                for _, p in members:
-                    self.state[p]["step"] += 1
+                with torch.no_grad():       # as torch.optim, whatever the step tensor
+                    for _, p in members:
+                        self.state[p]["step"] += 1
             group["lrcore_step_count"] = count + 1
             self._group_views[index] = views
             if kept is not None:
@@ -403,7 +417,7 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
         this step: its state["step"] (0 for one this step creates)."""
         steps = views.steps if views.steps is not None else [
             t for entries in views.tensors for key, t in entries if key == "step"]
-        return np.array([int(step) for step in steps], dtype=np.int64)
+        return list(map(int, steps))
 
     def _lrcore_class_of(self, group):
         return self._lrcore_class
@@ -645,10 +659,20 @@ _is_conj = torch.Tensor.is_conj
 _layout = operator.attrgetter("layout")
 
 
+_ATTRIBUTES = (_form, _strides, _is_neg)
+
+
 def _layouts(tensors):
     """What a numpy view of each of these strided tensors depends on beside its address and
-    (complex) its conjugate bit: ((dtype, shape, is_cpu), strides, negative bit)."""
-    return list(zip(map(_form, tensors), map(_strides, tensors), map(_is_neg, tensors)))
+    (complex) its conjugate bit, a list per attribute: [(dtype, shape, is_cpu)], [strides],
+    [negative bit]."""
+    return [list(map(attribute, tensors)) for attribute in _ATTRIBUTES]
+
+
+def _laid_out(tensors, layouts):
+    """Whether the tensors' _layouts are `layouts`; stops at the first attribute that differs."""
+    return all(list(map(attribute, tensors)) == layout
+               for attribute, layout in zip(_ATTRIBUTES, layouts))
 
 
 _NO_STATE = {}     # what valid() reads for a param without state (never written)
@@ -682,10 +706,15 @@ class _GroupViews:
                                        if t is not None]
         self.addresses = list(map(_address, self.watched))
         self.layouts = _layouts(self.watched)
+        self.param_layouts = _layouts(self.members)     # what the grads must have
         self.complex = [t for t in self.watched if t.is_complex()]
         self.complex_params = [k for k, p in enumerate(self.members) if p.is_complex()]
         self.steps = _step_views([t for entries in tensors for key, t in entries
                                   if key == "step"])
+        # the per-array counts the lrcore state is bound with (filled at every step), and
+        # the state bound to these views (_prepare)
+        self.array_steps = np.zeros(len(members), dtype=np.int64)
+        self.bound = None
 
     def valid(self, group, options, members, state):
         if group is not self.group or options != self.options \
@@ -700,7 +729,7 @@ class _GroupViews:
         watched = self.watched
         try:
             return (list(map(_address, watched)) == self.addresses
-                    and _layouts(watched) == self.layouts
+                    and _laid_out(watched, self.layouts)
                     and not any(map(_is_conj, self.complex)))
         except RuntimeError:    # a tensor torch cannot give an address of: check it anew
             return False
@@ -709,7 +738,7 @@ class _GroupViews:
         """The members' grads as numpy arrays, each checked to be laid out as its param."""
         grads = [p.grad for _, p in members]
         if _array_at is not None and all(map(torch.strided.__eq__, map(_layout, grads))) \
-                and _layouts(grads) == self.layouts[:len(grads)] \
+                and _laid_out(grads, self.param_layouts) \
                 and not any(_is_conj(grads[k]) for k in self.complex_params):
             # each laid out as its param (dtype, shape, strides, on the CPU, neither conj nor
             # neg bit): its memory is that of the param's flat view
@@ -798,8 +827,8 @@ class SGD(_LrcoreOptimizer):
 
     def _array_steps(self, views):
         # torch's first momentum step is the one that finds no buffer (it copies the gradient)
-        return np.array([0 if self.state.get(p, {}).get("momentum_buffer") is None else 1
-                         for p in views.members], dtype=np.int64)
+        return [0 if self.state.get(p, {}).get("momentum_buffer") is None else 1
+                for p in views.members]
 
 
 class Adagrad(_LrcoreOptimizer):

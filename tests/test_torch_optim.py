@@ -562,6 +562,10 @@ def replace_step(model, opt):
     opt.state[model[0].bias]["step"] = torch.tensor(20.0)
 
 
+def replace_step_by_one_requiring_grad(model, opt):     # torch.optim adds 1 under no_grad
+    opt.state[model[0].bias]["step"] = torch.tensor(20.0, requires_grad=True)
+
+
 def drop_state(model, opt):
     del opt.state[model[2].weight]
 
@@ -592,7 +596,7 @@ def refill_tensor_betas(model, opt):            # the same tensors, other values
 
 
 CHANGES = [replace_param_memory, replace_state_tensor, swap_state_memory, set_step_in_place,
-           replace_step, drop_state, freeze_param, change_hyperparameters, reload_state_dict,
+           replace_step, replace_step_by_one_requiring_grad, drop_state, freeze_param, change_hyperparameters, reload_state_dict,
            change_list_betas_in_place, refill_tensor_betas]
 
 
@@ -607,7 +611,7 @@ def test_what_changes_between_steps_is_seen_as_torch_optim_sees_it(backend, chan
         train(model, opt, x, 2)
         change(model, opt)
         train(model, opt, x, 2)
-        runs.append((params_of(model), [{k: v.clone() for k, v in opt.state[p].items()}
+        runs.append((params_of(model), [{k: v.detach().clone() for k, v in opt.state[p].items()}
                                         for p in model.parameters()]))
     (want, want_state), (got, got_state) = runs
     assert_close(got, want, 1e-12)
@@ -616,6 +620,25 @@ def test_what_changes_between_steps_is_seen_as_torch_optim_sees_it(backend, chan
         for key in want_st:
             np.testing.assert_allclose(got_st[key].numpy(), want_st[key].numpy(), rtol=1e-12,
                                        atol=1e-14)
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["grad enabled", "no_grad"])
+def test_a_step_records_no_graph_and_leaves_the_grad_mode(backend, enabled):
+    """As torch.optim's step (run under no_grad), lrcore.torch's records nothing for autograd
+    in either grad mode, at the first step (which makes the state) and at the next (which
+    reuse the views), and leaves the grad mode as it found it."""
+    model, x = model_and_data()
+    opt = lt.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        with torch.set_grad_enabled(enabled):
+            opt.step()
+            assert torch.is_grad_enabled() is enabled
+    for p in model.parameters():
+        assert p.is_leaf and p.grad_fn is None
+        for key, t in opt.state[p].items():
+            assert not t.requires_grad and t.grad_fn is None, key
 
 
 def negative_eps(opt):
