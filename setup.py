@@ -53,6 +53,8 @@ extensions = [
                  "src/schedules.pxd", "src/overlap.h", "src/pool.h", "src/fpcontrol.h", "src/compact.h"],
         include_dirs=["src", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # dlsym (src/pool.h) lives in libdl before glibc 2.34, as on manylinux2014's
+        libraries=["dl"] if sys.platform.startswith("linux") else [],
     )
 ]
 

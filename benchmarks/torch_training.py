@@ -297,8 +297,8 @@ class ThreadClocks:
         lrcore.set_num_threads(threads)
         x = np.zeros(threads * 4 * 32768, np.float32)      # enough chunks for every worker
         lrcore.step(x, np.ones_like(x), lrcore.SGD(lr=1e-3))
-        lrcore_tids = tasks() - before - torch_tids
-        if not torch_tids or not lrcore_tids:
+        lrcore_tids = tasks() - before - torch_tids     # none on torch's runtime
+        if not torch_tids or not (lrcore_tids or lrcore._backend._kernels.openmp_shared()):
             return None
         return cls({"main": {threading.get_native_id()}, "torch threads": torch_tids,
                     "lrcore workers": lrcore_tids})
@@ -525,8 +525,12 @@ def load_average():
 
 def environment():
     info = lrcore.build_info()
+    kernels = lrcore._backend._kernels
+    where = ("torch's OpenMP threads" if kernels is not None and kernels.openmp_shared()
+             else "its own pool")
     return (f"lrcore {info['version']} ({info['backend']}, threading {info['threading']}, "
-            f"ISA {info['isa_dispatched']}) from {os.path.dirname(lrcore.__file__)}; "
+            f"steps on {where}, ISA {info['isa_dispatched']}) from "
+            f"{os.path.dirname(lrcore.__file__)}; "
             f"torch {torch.__version__}; Python {platform.python_version()}; "
             f"{os.cpu_count()} logical CPUs; OMP_NUM_THREADS="
             f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OMP_WAIT_POLICY="
@@ -560,6 +564,9 @@ def parse_args(argv=None):
     parser.add_argument("--control", action="store_true",
                         help="an A/A run: the lrcore column is a second torch fused Adam on its "
                              "own copy of the model, to show the method's resolution")
+    parser.add_argument("--own-pool", action="store_true",
+                        help="run lrcore's steps on its own thread pool, not on torch's OpenMP "
+                             "threads (what lrcore.torch sets up when torch runs on OpenMP)")
     parser.add_argument("--flush-denormal", action="store_true",
                         help="set flush-to-zero (torch.set_flush_denormal(True)) before either "
                              "pool starts, so that every thread computes without subnormals")
@@ -581,6 +588,8 @@ def main(argv=None, out=print, progress=None):
     args = parse_args(argv)
     progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
     sizes = SIZES["quick" if args.quick else "full"]
+    if args.own_pool and lrcore._backend._kernels is not None:
+        lrcore._backend._kernels.share_openmp_runtime(False)
     if args.flush_denormal and not torch.set_flush_denormal(True):
         out("--flush-denormal: this CPU has no flush-to-zero mode; not set")
     out(environment())

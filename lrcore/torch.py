@@ -79,6 +79,11 @@ keeps the saved dtype of a compact group's state tensors (torch.optim would cast
 tensor of a floating param to the param's dtype: uint8 codes to float values, float32 moments
 of a bfloat16 param to bfloat16), and the next step checks them: a state tensor of another
 dtype, shape or layout than the options give raises the errors above, naming the tensor.
+
+Threads: once lrcore.torch is imported, every parallel lrcore step of the process (lrcore.step
+as well) runs on the threads of the OpenMP runtime torch loaded, as torch's own ops do, when
+torch runs on one (torch.backends.openmp.is_available()); a forked child goes back to
+lrcore's own pool.
 """
 import operator
 import re
@@ -93,6 +98,12 @@ except ImportError:
 from lrcore import _backend, _validate, optimizers, schedules
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+
+# torch runs forward and backward on an OpenMP runtime whose threads keep polling for
+# milliseconds after backward; from here on lrcore's parallel steps run on that runtime's
+# threads too, instead of on its own pool competing with them for the cores (src/pool.h)
+if _backend._kernels is not None and torch.backends.openmp.is_available():
+    _backend._kernels.share_openmp_runtime(True)
 
 # complex params are updated as their real view (torch.view_as_real), as torch.optim does;
 # half-precision params keep grads and state in their dtype, the math in float32

@@ -22,7 +22,8 @@ from kernels cimport (lrc_hyper, lrc_array, lrc_kind, lrc_format, LRC_FLOAT32, L
                       lrc_required_buffers, lrc_run, lrc_all_finite, lrc_grad_sumsq,
                       lrc_combination_supported, LRC_CHUNK, LRC_LANES, lrc_isa_dispatched,
                       LRC_ISA_COMPILED, LRC_COMPILER, LRC_THREADING, LRC_MAX_THREADS,
-                      lrc_pool_workers, lrc_conversion_names, lrc_conversion_in_use,
+                      lrc_pool_workers, lrc_pool_share_openmp, lrc_pool_openmp_shared,
+                      lrc_conversion_names, lrc_conversion_in_use,
                       lrc_set_conversion_level, lrc_state_supported, LRC_Q8_BLOCK,
                       lrc_rounding_key, lrc_set_flush_to_zero)
 from lrcore._validate import BFLOAT16_BITS, BUFFER_FORMATS, BUFFER_SLOTS, FORMATS
@@ -401,6 +402,19 @@ def pool_workers():
     """Worker threads the pool has started in this process (0 before any parallel call, and
     in a forked child until it makes one)."""
     return lrc_pool_workers()
+
+
+def share_openmp_runtime(bint share):
+    """Run parallel calls as the chunks of an OpenMP parallel region of the runtime loaded in
+    this process, if it exports GOMP_parallel (lrcore.torch asks for it when torch runs on
+    OpenMP: src/pool.h says why), or on lrcore's own workers (share False). Returns whether
+    parallel calls now run on the OpenMP runtime. A forked child goes back to lrcore's own."""
+    return bool(lrc_pool_share_openmp(share))
+
+
+def openmp_shared():
+    """Whether parallel calls run on the process's OpenMP runtime (share_openmp_runtime)."""
+    return bool(lrc_pool_openmp_shared())
 
 
 def _array_at(Py_ssize_t address, cnp.ndarray like, object owner):

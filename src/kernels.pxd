@@ -75,6 +75,8 @@ cdef extern from "pool.h" nogil:
     const char *LRC_THREADING
     int LRC_MAX_THREADS
     int lrc_pool_workers()
+    int lrc_pool_share_openmp(int share)
+    int lrc_pool_openmp_shared()
 
 cdef extern from "compact.h" nogil:
     enum: LRC_Q8_BLOCK

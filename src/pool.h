@@ -15,6 +15,15 @@
  *     next needs them;
  *   - the pool serves one call at a time: a call that finds it busy (another thread's step)
  *     runs on its own thread, so steps on different states still run in parallel.
+ * Beside torch (lrcore.torch turns it on: lrc_pool_share_openmp), the chunks are claimed the
+ * same way by the team of a parallel region of the OpenMP runtime torch has loaded, if it
+ * exports GOMP_parallel (libgomp; LLVM's and Intel's runtimes export it for compatibility).
+ * That runtime's threads keep polling for milliseconds after torch's backward; with a pool
+ * of its own, lrcore's step then had one core fewer (at 2 threads on 2 cores, 0.8 ms more per
+ * step of a Transformer than torch's fused Adam). The team's end barrier waits for a thread
+ * another process has pushed off its core, which lrcore's own pool never does: the price, paid
+ * only where torch's own ops pay it too. A forked child goes back to lrcore's own pool (an
+ * OpenMP runtime the parent used can hang in the child).
  * Which thread runs which chunk never changes what is computed (the kernels are element-wise,
  * and a worker runs a job under the caller's floating-point control: rounding mode and
  * flush-to-zero), so results are bit-identical for any thread count.
@@ -48,8 +57,12 @@ static inline void lrc_pool_run(int threads, ptrdiff_t chunks, lrc_chunk_fn fn, 
     lrc_run_serial(chunks, fn, ctx);
 }
 static inline int lrc_pool_workers(void) { return 0; }
+static inline int lrc_pool_share_openmp(int share) { (void)share; return 0; }
+static inline int lrc_pool_openmp_shared(void) { return 0; }
 
 #else
+
+#include <dlfcn.h>
 
 #include <pthread.h>
 #include <signal.h>
@@ -113,6 +126,29 @@ static struct {
 
 static pthread_once_t lrc_pool_once = PTHREAD_ONCE_INIT;
 
+/* GOMP_parallel(fn, data, num_threads, flags) of the OpenMP runtime in use (NULL: none). */
+typedef void (*lrc_omp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+static _Atomic(lrc_omp_parallel_fn) lrc_omp_parallel;
+
+typedef struct {
+    lrc_chunk_fn fn;
+    void *ctx;
+    ptrdiff_t chunks;
+    _Atomic ptrdiff_t next;
+    lrc_fp_control fp;
+} lrc_omp_job;
+
+/* Each thread of the OpenMP team, the caller included, claims chunks until none are left. */
+static void lrc_omp_body(void *arg)
+{
+    lrc_omp_job *job = arg;
+    const lrc_fp_control own = lrc_fp_control_get();
+    lrc_fp_control_set(job->fp);
+    ptrdiff_t c;
+    while ((c = atomic_fetch_add(&job->next, 1)) < job->chunks) job->fn(job->ctx, c);
+    lrc_fp_control_set(own);
+}
+
 static void lrc_pool_reset(void)
 {
     pthread_mutex_init(&lrc_pool.mu, NULL);
@@ -130,6 +166,7 @@ static void lrc_pool_reset(void)
 static void lrc_pool_after_fork_in_child(void)
 {
     lrc_pool_reset();
+    atomic_store(&lrc_omp_parallel, NULL);
 }
 
 static void lrc_pool_init(void)
@@ -214,8 +251,24 @@ static inline int lrc_pool_workers(void)
     return n;
 }
 
+/* Run parallel calls on the OpenMP runtime loaded in the process (share != 0), if it exports
+ * GOMP_parallel, else (or share == 0) on lrcore's own workers; returns 1 if on the runtime. */
+static int lrc_pool_share_openmp(int share)
+{
+    pthread_once(&lrc_pool_once, lrc_pool_init);
+    lrc_omp_parallel_fn found = NULL;
+    if (share) found = (lrc_omp_parallel_fn)dlsym(RTLD_DEFAULT, "GOMP_parallel");
+    atomic_store(&lrc_omp_parallel, found);
+    return found != NULL;
+}
+
+static inline int lrc_pool_openmp_shared(void)
+{
+    return atomic_load(&lrc_omp_parallel) != NULL;
+}
+
 /* Run fn(ctx, c) for every c in [0, chunks) on the calling thread and up to threads − 1
- * workers; returns when every chunk is done. */
+ * workers (or OpenMP team threads); returns when every chunk is done. */
 static void lrc_pool_run(int threads, ptrdiff_t chunks, lrc_chunk_fn fn, void *ctx)
 {
     int helpers = threads - 1;
@@ -228,6 +281,13 @@ static void lrc_pool_run(int threads, ptrdiff_t chunks, lrc_chunk_fn fn, void *c
     pthread_once(&lrc_pool_once, lrc_pool_init);
     if (!atomic_compare_exchange_strong(&lrc_pool.busy, &expected, 1)) {
         lrc_run_serial(chunks, fn, ctx);        /* another thread's call has the pool */
+        return;
+    }
+    const lrc_omp_parallel_fn omp_parallel = atomic_load(&lrc_omp_parallel);
+    if (omp_parallel != NULL) {
+        lrc_omp_job team = {fn, ctx, chunks, 0, lrc_fp_control_get()};
+        omp_parallel(lrc_omp_body, &team, (unsigned)helpers + 1, 0);
+        atomic_store(&lrc_pool.busy, 0);
         return;
     }
     const lrc_job job = {fn, ctx, chunks, helpers, lrc_fp_control_get()};

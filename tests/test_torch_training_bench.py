@@ -96,7 +96,7 @@ def check_row(cells):
 
 
 def test_quick_table_has_a_row_per_model_and_thread_count():
-    out = run("--threads", "1", "2", "--schedstat")
+    out = run("--threads", "1", "2", "--schedstat", "--own-pool")
     rows = table_rows(out)
     assert set(rows) == {("mlp", 1), ("mlp", 2), ("transformer", 1), ("transformer", 2)}
     for cells in rows.values():
@@ -107,7 +107,7 @@ def test_quick_table_has_a_row_per_model_and_thread_count():
     assert re.search(r"^start: .*load average", out, re.M)
     assert re.search(r"^end: .*load average", out, re.M)
     assert "no competing process" in out
-    assert "torch 2" in out and "threading pthreads" in out
+    assert "torch 2" in out and "threading pthreads, steps on its own pool" in out
     if not os.path.exists(f"/proc/self/task/{os.getpid()}/schedstat"):
         return
     # --schedstat: a row per optimizer at 2 threads (1 thread has no pools to compare)
@@ -120,6 +120,17 @@ def test_quick_table_has_a_row_per_model_and_thread_count():
         # lrcore's idle workers poll for at most 50 us after a step (LRC_SPIN_NS in
         # src/pool.h), then sleep: they take no CPU from torch's forward and backward
         assert figures[4] <= 0.1
+
+
+def test_steps_run_on_torch_s_openmp_threads_unless_told_otherwise():
+    """lrcore.torch puts lrcore's steps on torch's OpenMP threads: no lrcore worker takes CPU
+    time anywhere in the --schedstat table."""
+    out = run("--threads", "2", "--models", "transformer", "--schedstat")
+    assert "steps on torch's OpenMP threads" in out
+    if not os.path.exists(f"/proc/self/task/{os.getpid()}/schedstat"):
+        return
+    for cells in markdown_table(out, "| model | threads | optimizer |"):
+        assert float(cells[3]) == float(cells[6]) == float(cells[7]) == 0.0
 
 
 def test_contention_run_reports_its_competing_process():
