@@ -63,53 +63,43 @@ each optimizer's Python work: where a difference of the steps comes from.
 --flush-denormal sets flush-to-zero first; the table's last column is the share of the
 lrcore-trained model's gradient values that are subnormal at the end.
 
-Measured on a 2-core VM (Xeon @ 2.5 GHz, AVX-512; load average 0.4 at the start, 1.7 at the
-end), lrcore 0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY
+--own-pool runs lrcore's steps on its own thread pool; by default, with lrcore.torch imported,
+they run on torch's OpenMP threads (src/pool.h).
+
+Measured on a 2-core VM (AMD EPYC, AVX2; load average 1.3 at the start, 1.8 at the end),
+lrcore 0.1.0 installed from its wheel beside torch 2.13.0+cpu (libgomp, OMP_WAIT_POLICY
 unset), --rounds 30 --kernel-split:
 
 | model | params | threads | lrcore ms/it | torch fused ms/it | lrcore / torch (95 % CI) | per-round min-max | lrcore step ms (share) | torch step ms (share) | step lrcore / torch | verdict | subnormal grads |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| mlp | 14.7 M | 1 | 130.61 | 114.52 | 1.008 (0.982-1.109) | 0.842-1.472 | 22.53 (17 %) | 22.62 (20 %) | 0.996 | same within noise | 0.13 % |
-| mlp | 14.7 M | 2 | 67.96 | 67.52 | 1.019 (0.991-1.041) | 0.793-1.488 | 13.45 (20 %) | 12.44 (18 %) | 1.081 | same within noise | 0.00 % |
-| transformer | 3.2 M | 1 | 72.48 | 73.84 | 0.997 (0.969-1.014) | 0.639-1.607 | 5.59 (8 %) | 5.46 (7 %) | 1.024 | same within noise | 0.00 % |
-| transformer | 3.2 M | 2 | 54.05 | 55.61 | 0.992 (0.959-1.019) | 0.757-1.399 | 4.16 (8 %) | 3.62 (7 %) | 1.148 | same within noise | 0.00 % |
+| mlp | 14.7 M | 1 | 122.66 | 120.72 | 1.001 (0.985-1.026) | 0.846-1.336 | 16.44 (13 %) | 16.92 (14 %) | 0.971 | same within noise | 0.11 % |
+| mlp | 14.7 M | 2 | 83.49 | 80.64 | 1.009 (0.979-1.051) | 0.836-1.344 | 10.80 (13 %) | 11.41 (14 %) | 0.947 | same within noise | 0.00 % |
+| transformer | 3.2 M | 1 | 97.06 | 96.94 | 0.994 (0.965-1.004) | 0.748-1.370 | 4.44 (5 %) | 4.59 (5 %) | 0.967 | same within noise | 0.00 % |
+| transformer | 3.2 M | 2 | 68.42 | 68.58 | 1.003 (0.961-1.033) | 0.804-1.244 | 3.73 (5 %) | 3.88 (6 %) | 0.963 | same within noise | 0.00 % |
 
 | model | threads | optimizer | step ms | compiled update ms | rest of the step ms |
 |---|---|---|---|---|---|
-| mlp | 1 | lrcore | 22.53 | 21.80 | 0.71 |
-| mlp | 1 | torch fused | 22.62 | 22.05 | 0.57 |
-| mlp | 2 | lrcore | 13.45 | 12.75 | 0.72 |
-| mlp | 2 | torch fused | 12.44 | 11.83 | 0.63 |
-| transformer | 1 | lrcore | 5.59 | 4.44 | 1.14 |
-| transformer | 1 | torch fused | 5.46 | 4.60 | 0.85 |
-| transformer | 2 | lrcore | 4.16 | 2.73 | 1.21 |
-| transformer | 2 | torch fused | 3.62 | 2.72 | 0.88 |
+| mlp | 1 | lrcore | 16.44 | 15.68 | 0.75 |
+| mlp | 1 | torch fused | 16.92 | 16.21 | 0.69 |
+| mlp | 2 | lrcore | 10.80 | 10.11 | 0.73 |
+| mlp | 2 | torch fused | 11.41 | 10.70 | 0.68 |
+| transformer | 1 | lrcore | 4.44 | 3.21 | 1.25 |
+| transformer | 1 | torch fused | 4.59 | 3.56 | 1.00 |
+| transformer | 2 | lrcore | 3.73 | 2.41 | 1.34 |
+| transformer | 2 | torch fused | 3.88 | 2.80 | 1.07 |
 
-The transformer at 2 threads came out slower in four of seven runs that hour (1.015 to 1.039;
-the others 0.992 to 1.007), the other rows within noise; --control gave 0.990 (0.975-1.007)
-and 1.016 (0.956-1.046). Its compiled update costs the same with either optimizer; the rest
-of its step is 0.3 ms longer with lrcore: the Python work of lrcore.torch (it keeps each
-group's checked views of params and state from step to step and views only the grads, but
-checks that the 200 kept tensors are the same ones at the same memory;
-benchmarks/test_bench_training.py's test_step_of_50_small_tensors times that), where torch's
-fused step checks its tensors in C++ inside its op. As the MLP trains, some gradients fall below
-3.4e-18, where Adam's (1 - beta2)·g·g is subnormal, and some below float32's smallest normal:
-without flush-to-zero every vector multiply that reads or produces such a number takes a
-microcode assist. lrcore's AVX-512 loops form those products in float64 where a block of 128
-elements holds such a gradient (the same bits, at about 1.2 times a normal block's cost:
-benchmarks/subnormal_step.py); with blocks of 1024 the MLP's step was 24.0 / 22.8 ms at 1
-thread, and before the float64 form 30.1 / 21.8 ms.
-The kernels themselves are not slower on normal numbers (lrcore.step and the fused step on
-the same memory: 22.7 / 22.3 ms at 1 thread, 12.7 / 13.1 ms at 2, min of 20 alternating
-steps, 14.7 M elements). Nor do the thread pools get in each other's way (--schedstat):
-lrcore's idle workers take no CPU time during forward and backward; torch's OpenMP threads,
-which libgomp keeps polling for about 3 ms after backward, run into lrcore's step, and
-lrcore's worker waits 0.4 ms or less for a core because of it. With OMP_WAIT_POLICY=ACTIVE (or
-an OpenMP runtime that polls for long, as Intel's by default) they poll through the whole
-step, and lrcore's step at 2 threads runs at its 1-thread speed. With one core kept busy
-(--contention), torch's 2-thread iterations slow down several-fold (its OpenMP teams wait for
-the descheduled thread) and lrcore's step, whose chunks go to whichever thread runs, is the
-faster one.
+With --own-pool, right after: the same within noise but the transformer at 2 threads,
+1.015 (1.001-1.030), lrcore slower: its update took 3.45 ms against torch's 2.63, because
+libgomp's threads keep polling for milliseconds after backward and so take one of the two
+cores during lrcore's step (--schedstat: torch's threads on a CPU for 4.0 ms of a 4.35 ms
+step, lrcore's main thread waiting 2.7 ms for one). The rest of the step, lrcore.torch's
+Python work (checking that the 200 kept tensors are the ones its views were made of), is
+0.25-0.3 ms longer than torch's, whose fused op checks its tensors in C++. With one core
+kept busy (--contention), the Transformer's update took 4.64 ms on torch's threads, 3.63 ms
+on lrcore's pool (an OpenMP team's end barrier waits for a descheduled thread), torch's
+fused op 6.1-6.5 ms, and torch's 2-thread iterations collapse (68 to 248-273 ms).
+--control shows the method's resolution: 0.990 (0.975-1.007) and 1.016 (0.956-1.046), on
+the machine before this one (an Intel Xeon with AVX-512).
 
 tests/test_torch_training_bench.py runs --quick; benchmarks/test_bench_training.py times the
 same iteration under pytest-benchmark.
