@@ -323,7 +323,6 @@ class _LrcoreOptimizer(torch.optim.Optimizer):
             # the state stays bound to the views from one step to the next while both are
             # kept: only the number of the update changes
             if views.bound is not state:
-                views.bound = None
                 state._bind_external(views.signature, views.array_steps, views.buffers,
                                      views.layout)
                 views.bound = state
