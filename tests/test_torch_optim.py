@@ -596,7 +596,8 @@ def refill_tensor_betas(model, opt):            # the same tensors, other values
 
 
 CHANGES = [replace_param_memory, replace_state_tensor, swap_state_memory, set_step_in_place,
-           replace_step, replace_step_by_one_requiring_grad, drop_state, freeze_param, change_hyperparameters, reload_state_dict,
+           replace_step, replace_step_by_one_requiring_grad, drop_state, freeze_param,
+           change_hyperparameters, reload_state_dict,
            change_list_betas_in_place, refill_tensor_betas]
 
 
@@ -611,8 +612,9 @@ def test_what_changes_between_steps_is_seen_as_torch_optim_sees_it(backend, chan
         train(model, opt, x, 2)
         change(model, opt)
         train(model, opt, x, 2)
-        runs.append((params_of(model), [{k: v.detach().clone() for k, v in opt.state[p].items()}
-                                        for p in model.parameters()]))
+        runs.append((params_of(model),
+                     [{k: v.detach().clone() for k, v in opt.state[p].items()}
+                      for p in model.parameters()]))
     (want, want_state), (got, got_state) = runs
     assert_close(got, want, 1e-12)
     for got_st, want_st in zip(got_state, want_state):
